@@ -1,0 +1,872 @@
+// SPDX-License-Identifier: (MIT OR GPL-2.0)
+/*
+ * podtap's TC program: parse a packet, decide a filter in the kernel and
+ * send only matching packets to user space through a ring buffer.
+ *
+ * The program never changes a packet's fate: it always returns
+ * TC_ACT_UNSPEC (== TCX_NEXT), so it serves TCX and legacy clsact alike.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "podtap.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* Set from user space before load; the verifier sees them as constants. */
+volatile const __u32 cfg_snaplen = 0;     /* 0: whole packet */
+volatile const __u32 cfg_max_cap = 65536; /* copy buffer size, <= PT_MAX_CAP */
+volatile const __u32 cfg_scan_limit = 0;  /* 0: scan the whole packet */
+volatile const struct pt_filter filter;
+
+/* Bytes examined per scan step, and what one step loads (with overlap). */
+#define SCAN_CHUNK 256
+#define SCAN_LOAD (SCAN_CHUNK + PT_MAX_PATLEN - 1)
+#define SCAN_BUF (SCAN_CHUNK + PT_MAX_PATLEN)
+#define SCAN_MAX_STEPS (1 << 20)
+
+struct copybuf {
+	struct pt_record hdr;
+	__u8 data[PT_MAX_CAP];
+};
+
+/* What the parser learnt about one packet. */
+struct pkt {
+	__u32 len;    /* skb->len */
+	__u32 l4_off; /* TCP/UDP header */
+	__u32 pl_off; /* TCP/UDP payload */
+	__u32 ip_end; /* end of the IP datagram: trailer bytes excluded */
+	__u16 sport, dport;
+	__u8 protos;  /* enum pt_proto */
+	__u8 nvlan;
+	__u16 vlan[PT_MAX_VLANS]; /* VLAN IDs; bit 15 marks an 802.1ad S-tag */
+	__u64 src[2], dst[2];
+};
+
+/* The payload scan's state for the packet a CPU is working on. */
+struct scan_state {
+	__u32 pos, end;  /* next position to search, end of the search */
+	__u64 want;      /* patterns still to find */
+	__u64 found;     /* patterns found */
+	__u32 start[PT_MAX_PATS], stop[PT_MAX_PATS]; /* each pattern's region */
+	__u64 off[PT_MAX_PATS]; /* all ones for a pattern not wanted */
+	__u32 cand_pos;  /* a word with candidate positions, if cand_hz */
+	__u32 scanned;   /* bytes searched */
+	__u64 cand_hz;   /* its candidate bytes (0x80 bits) */
+	int err;
+};
+
+struct scratch {
+	struct pkt p;
+	__u64 val; /* predicates that held */
+	struct scan_state st;
+	__u8 scan[SCAN_BUF];
+	__u8 str[PT_MAX_STRLEN + 8];
+};
+
+struct method_key {
+	__u8 m[PT_METHOD_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20); /* resized by user space */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pt_counters);
+} counters SEC(".maps");
+
+/*
+ * One copy buffer per CPU, indexed by CPU id (too big for a per-CPU map).
+ * User space sets max_entries to the number of possible CPUs and the value
+ * size to the record header plus cfg_max_cap.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(struct copybuf));
+} copybuf SEC(".maps");
+
+/* Referenced so that bpf2go can generate the record's Go type. */
+const struct pt_record *unused_record __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
+/* HTTP methods that make a line a request line. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 128);
+	__type(key, struct method_key);
+	__type(value, __u8);
+} methods SEC(".maps");
+
+
+#define VLAN_STAG 0x8000
+
+static __always_inline void add_vlan(struct pkt *p, __u16 tpid, __u16 tci)
+{
+	__u16 v = tci & 0x0fff;
+
+	if (tpid == bpf_htons(ETH_P_8021AD))
+		v |= VLAN_STAG;
+	if (p->nvlan == 0)
+		p->vlan[0] = v;
+	else if (p->nvlan == 1)
+		p->vlan[1] = v;
+	else if (p->nvlan == 2)
+		p->vlan[2] = v;
+	else
+		return;
+	p->nvlan++;
+	p->protos |= PT_PROTO_VLAN;
+}
+
+static __always_inline int is_vlan_tpid(__u16 proto)
+{
+	return proto == bpf_htons(ETH_P_8021Q) ||
+	       proto == bpf_htons(ETH_P_8021AD) ||
+	       proto == bpf_htons(0x9100);
+}
+
+/* The end of an IP datagram whose header starts at off with length field tot
+ * (0 means a TSO/BIG TCP packet: the skb length counts). */
+static __always_inline __u32 ip_end(__u32 off, __u32 tot, __u32 len)
+{
+	if (tot == 0 || off + tot > len)
+		return len;
+	return off + tot;
+}
+
+enum parse_result {
+	PARSE_OK = 0,
+	PARSE_NOT_IP,
+	PARSE_BAD,
+};
+
+static __always_inline int parse_l4(struct __sk_buff *skb, struct pkt *p,
+				    __u8 proto, __u32 off)
+{
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr th;
+		__u32 hl;
+
+		if (off + sizeof(th) > p->ip_end ||
+		    bpf_skb_load_bytes(skb, off, &th, sizeof(th)))
+			return PARSE_BAD;
+		hl = th.doff * 4;
+		if (hl < sizeof(th) || off + hl > p->ip_end)
+			return PARSE_BAD;
+		p->protos |= PT_PROTO_TCP;
+		p->sport = bpf_ntohs(th.source);
+		p->dport = bpf_ntohs(th.dest);
+		p->l4_off = off;
+		p->pl_off = off + hl;
+	} else if (proto == IPPROTO_UDP) {
+		struct udphdr uh;
+
+		if (off + sizeof(uh) > p->ip_end ||
+		    bpf_skb_load_bytes(skb, off, &uh, sizeof(uh)))
+			return PARSE_BAD;
+		p->protos |= PT_PROTO_UDP;
+		p->sport = bpf_ntohs(uh.source);
+		p->dport = bpf_ntohs(uh.dest);
+		p->l4_off = off;
+		p->pl_off = off + sizeof(uh);
+	}
+	return PARSE_OK;
+}
+
+static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p, __u32 off)
+{
+	struct iphdr ip;
+	__u32 hl;
+
+	if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)))
+		return PARSE_BAD;
+	hl = ip.ihl * 4;
+	if (ip.version != 4 || hl < sizeof(ip))
+		return PARSE_BAD;
+	p->ip_end = ip_end(off, bpf_ntohs(ip.tot_len), p->len);
+	if (off + hl > p->ip_end)
+		return PARSE_BAD;
+	if (ip.tot_len != 0 && bpf_ntohs(ip.tot_len) < hl)
+		return PARSE_BAD;
+	p->protos |= PT_PROTO_IP4;
+	p->src[0] = ip.saddr;
+	p->dst[0] = ip.daddr;
+	/* A fragment other than the first carries no L4 header. */
+	if (bpf_ntohs(ip.frag_off) & 0x1fff)
+		return PARSE_OK;
+	return parse_l4(skb, p, ip.protocol, off + hl);
+}
+
+static __always_inline int parse_ipv6(struct __sk_buff *skb, struct pkt *p, __u32 off)
+{
+	struct ipv6hdr ip6;
+	__u8 nexthdr;
+
+	if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)))
+		return PARSE_BAD;
+	if (ip6.version != 6)
+		return PARSE_BAD;
+	p->ip_end = ip_end(off, ip6.payload_len ? bpf_ntohs(ip6.payload_len) + sizeof(ip6) : 0, p->len);
+	p->protos |= PT_PROTO_IP6;
+	__builtin_memcpy(p->src, &ip6.saddr, 16);
+	__builtin_memcpy(p->dst, &ip6.daddr, 16);
+	nexthdr = ip6.nexthdr;
+	off += sizeof(ip6);
+
+	for (int i = 0; i < PT_MAX_EXTHDRS; i++) {
+		__u8 eh[8];
+
+		if (nexthdr != IPPROTO_HOPOPTS && nexthdr != IPPROTO_ROUTING &&
+		    nexthdr != IPPROTO_DSTOPTS && nexthdr != IPPROTO_FRAGMENT &&
+		    nexthdr != IPPROTO_AH)
+			break;
+		if (off + 8 > p->ip_end || bpf_skb_load_bytes(skb, off, eh, 8))
+			return PARSE_BAD;
+		if (nexthdr == IPPROTO_FRAGMENT) {
+			/* Offset in the top 13 bits of bytes 2-3. */
+			if (((eh[2] << 8) | eh[3]) & 0xfff8)
+				return PARSE_OK;
+			off += 8;
+		} else if (nexthdr == IPPROTO_AH) {
+			off += (eh[1] + 2) * 4;
+		} else {
+			off += (eh[1] + 1) * 8;
+		}
+		nexthdr = eh[0];
+	}
+	return parse_l4(skb, p, nexthdr, off);
+}
+
+static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
+{
+	struct ethhdr eth;
+	__u16 proto;
+	__u32 off = sizeof(eth);
+
+	p->len = skb->len;
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)))
+		return PARSE_NOT_IP;
+	proto = eth.h_proto;
+	if (skb->vlan_present)
+		add_vlan(p, skb->vlan_proto, skb->vlan_tci);
+
+	for (int i = 0; i < PT_MAX_VLANS; i++) {
+		__u16 tag[2];
+
+		if (!is_vlan_tpid(proto))
+			break;
+		if (bpf_skb_load_bytes(skb, off, tag, sizeof(tag)))
+			return PARSE_BAD;
+		add_vlan(p, proto, bpf_ntohs(tag[0]));
+		proto = tag[1];
+		off += sizeof(tag);
+	}
+
+	if (proto == bpf_htons(ETH_P_IP))
+		return parse_ipv4(skb, p, off);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return parse_ipv6(skb, p, off);
+	return PARSE_NOT_IP;
+}
+
+static __always_inline int cmp_op(__u8 op, __u32 a, __u32 b)
+{
+	switch (op) {
+	case PT_OP_LT:
+		return a < b;
+	case PT_OP_LE:
+		return a <= b;
+	case PT_OP_GT:
+		return a > b;
+	case PT_OP_GE:
+		return a >= b;
+	default:
+		return a == b;
+	}
+}
+
+static __always_inline int addr_in(const __u64 *a, const volatile struct pt_pred *pr)
+{
+	return (a[0] & pr->mask[0]) == pr->addr[0] &&
+	       (a[1] & pr->mask[1]) == pr->addr[1];
+}
+
+static __always_inline int vlan_pred(const struct pkt *p, const volatile struct pt_pred *pr)
+{
+	/* field selects the kind of tag: 1 C-tags (vlan.id), 2 S-tags. */
+	__u16 want_stag = pr->field == 2 ? VLAN_STAG : 0;
+
+	for (int i = 0; i < PT_MAX_VLANS; i++) {
+		if (i >= p->nvlan)
+			break;
+		if ((p->vlan[i] & VLAN_STAG) == want_stag &&
+		    cmp_op(pr->op, p->vlan[i] & 0x0fff, pr->val))
+			return 1;
+	}
+	return 0;
+}
+
+/* Decide the predicates that need only the headers. */
+static __always_inline void header_preds(const struct pkt *p, __u64 *known, __u64 *val)
+{
+	for (int i = 0; i < PT_MAX_PREDS; i++) {
+		const volatile struct pt_pred *pr = &filter.preds[i];
+		int v;
+
+		if (i >= filter.npreds)
+			break;
+		switch (pr->kind) {
+		case PT_P_PROTO:
+			v = (p->protos & pr->val) != 0;
+			break;
+		case PT_P_PORT: {
+			__u8 l4 = (pr->field & PT_SIDE_TCP ? PT_PROTO_TCP : 0) |
+				  (pr->field & PT_SIDE_UDP ? PT_PROTO_UDP : 0);
+
+			v = (p->protos & l4) &&
+			    (((pr->field & PT_SIDE_SRC) && cmp_op(pr->op, p->sport, pr->val)) ||
+			     ((pr->field & PT_SIDE_DST) && cmp_op(pr->op, p->dport, pr->val)));
+			break;
+		}
+		case PT_P_VLAN:
+			v = vlan_pred(p, pr);
+			break;
+		case PT_P_ADDR4:
+		case PT_P_ADDR6:
+			v = (p->protos & (pr->kind == PT_P_ADDR4 ? PT_PROTO_IP4 : PT_PROTO_IP6)) &&
+			    (((pr->field & PT_SIDE_SRC) && addr_in(p->src, pr)) ||
+			     ((pr->field & PT_SIDE_DST) && addr_in(p->dst, pr)));
+			break;
+		default:
+			continue;
+		}
+		*known |= 1ULL << i;
+		if (v)
+			*val |= 1ULL << i;
+	}
+}
+
+/* Compare n bytes at buf with string idx (n is a verifier constant). */
+static __always_inline int str_eq(const __u8 *buf, __u8 idx)
+{
+	const volatile struct pt_str *s = &filter.strs[idx & (PT_MAX_STRS - 1)];
+
+	for (int i = 0; i < PT_MAX_STRLEN; i++) {
+		if (i >= s->len)
+			break;
+		if (buf[i] != s->bytes[i])
+			return 0;
+	}
+	return 1;
+}
+
+static __always_inline int is_uri_end(__u8 c)
+{
+	return c == ' ' || c == '\r' || c == '\n';
+}
+
+/*
+ * Decide the predicates on the HTTP request line that starts the TCP
+ * payload: a known method, one space, the request target up to the next
+ * space or line end.
+ */
+static __always_inline void http_preds(struct __sk_buff *skb, const struct pkt *p,
+				       struct scratch *sc, __u64 *known, __u64 *val)
+{
+	struct method_key key = {};
+	__u8 line[PT_METHOD_LEN + 1] = {};
+	__u32 avail = 0, mlen = 0, uri_off = 0;
+	int req = 0;
+
+	if ((p->protos & PT_PROTO_TCP) && p->pl_off < p->ip_end)
+		avail = p->ip_end - p->pl_off;
+	if (avail >= 2) {
+		__u32 n = avail < sizeof(line) ? avail : sizeof(line);
+
+		asm volatile("" : "+r"(n));
+		if (n <= sizeof(line) && bpf_skb_load_bytes(skb, p->pl_off, line, n) == 0) {
+			for (int i = 1; i < (int)sizeof(line); i++) {
+				if (i >= n)
+					break;
+				if (line[i] == ' ') {
+					mlen = i;
+					break;
+				}
+			}
+		}
+	}
+	if (mlen) {
+		for (int i = 0; i < PT_METHOD_LEN; i++)
+			if (i < mlen)
+				key.m[i] = line[i];
+		req = bpf_map_lookup_elem(&methods, &key) != NULL;
+		uri_off = p->pl_off + mlen + 1;
+	}
+
+	for (int i = 0; i < PT_MAX_PREDS; i++) {
+		const volatile struct pt_pred *pr = &filter.preds[i];
+		__u32 slen;
+		int v = 0;
+
+		if (i >= filter.npreds)
+			break;
+		if (pr->kind != PT_P_HTTP_REQ && pr->kind != PT_P_METHOD &&
+		    pr->kind != PT_P_URI_EQ && pr->kind != PT_P_URI_PREFIX)
+			continue;
+		slen = filter.strs[pr->idx & (PT_MAX_STRS - 1)].len;
+		if (!req) {
+			v = 0;
+		} else if (pr->kind == PT_P_HTTP_REQ) {
+			v = 1;
+		} else if (pr->kind == PT_P_METHOD) {
+			v = slen == mlen && str_eq(key.m, pr->idx);
+		} else if (pr->kind == PT_P_URI_PREFIX && slen == 0) {
+			v = 1;
+		} else if (slen <= PT_MAX_STRLEN) {
+			/* Read the string, plus the byte after it for ==, unless
+			 * the payload ends right after the string. */
+			__u32 n = slen + (pr->kind == PT_P_URI_EQ);
+			int ends = uri_off + slen == p->ip_end;
+
+			if (ends)
+				n = slen;
+			if (n == 0)
+				v = 1;
+			else if (uri_off + n <= p->ip_end &&
+				 bpf_skb_load_bytes(skb, uri_off, sc->str, n) == 0 &&
+				 str_eq(sc->str, pr->idx))
+				v = pr->kind == PT_P_URI_PREFIX || ends ||
+				    is_uri_end(sc->str[slen]);
+		}
+		*known |= 1ULL << i;
+		if (v)
+			*val |= 1ULL << i;
+	}
+}
+
+/* Evaluate the postfix expression in three-valued logic.
+ * Returns 0 (false), 1 (true) or 2 (not known yet). */
+static __always_inline int eval(__u64 known, __u64 val)
+{
+	__u64 sk = 0, sv = 0; /* stacks of known and value bits, top in bit 0 */
+
+	for (int i = 0; i < PT_MAX_CODE; i++) {
+		__u8 op = filter.code[i];
+		__u64 ak, av, bk, bv, rk, rv;
+
+		if (op == PT_C_END)
+			break;
+		if (op & PT_C_PRED) {
+			__u8 b = op & 0x3f;
+
+			sk = (sk << 1) | ((known >> b) & 1);
+			sv = (sv << 1) | ((val >> b) & 1);
+			continue;
+		}
+		if (op == PT_C_TRUE) {
+			sk = (sk << 1) | 1;
+			sv = (sv << 1) | 1;
+			continue;
+		}
+		if (op == PT_C_NOT) {
+			sv ^= 1;
+			continue;
+		}
+		ak = sk & 1;
+		av = sv & 1;
+		bk = (sk >> 1) & 1;
+		bv = (sv >> 1) & 1;
+		if (op == PT_C_AND) {
+			rk = (ak & bk) | (ak & (av ^ 1)) | (bk & (bv ^ 1));
+			rv = av & bv;
+		} else {
+			rk = (ak & bk) | (ak & av) | (bk & bv);
+			rv = av | bv;
+		}
+		sk = (sk >> 2 << 1) | rk;
+		sv = (sv >> 2 << 1) | rv;
+	}
+	if (!(sk & 1))
+		return 2;
+	return sv & 1;
+}
+
+/* Where a pattern may match: [start, stop) of its region (empty if absent). */
+static __always_inline void region(const struct pkt *p, __u8 reg, __u32 *start, __u32 *stop)
+{
+	__u8 l4 = p->protos & (PT_PROTO_TCP | PT_PROTO_UDP);
+
+	*start = 0;
+	*stop = 0;
+	switch (reg) {
+	case PT_REG_FRAME:
+		*stop = p->len;
+		return;
+	case PT_REG_TCP_L4:
+	case PT_REG_TCP_PAYLOAD:
+		l4 &= PT_PROTO_TCP;
+		break;
+	case PT_REG_UDP_L4:
+	case PT_REG_UDP_PAYLOAD:
+		l4 &= PT_PROTO_UDP;
+		break;
+	}
+	if (!l4)
+		return;
+	*stop = p->ip_end;
+	if (reg == PT_REG_L4 || reg == PT_REG_TCP_L4 || reg == PT_REG_UDP_L4)
+		*start = p->l4_off;
+	else
+		*start = p->pl_off;
+}
+
+/* Does pattern i occur at buffer offset q (absolute offset at)? */
+static __always_inline int pat_at(const struct scan_state *s, const __u8 *buf,
+				  int i, __u32 q, __u32 at)
+{
+	const volatile struct pt_pattern *pt = &filter.pats[i];
+
+	if (at < s->start[i] || at + pt->len > s->stop[i])
+		return 0;
+	for (int k = 0; k < PT_MAX_PATLEN / 8; k++) {
+		if (k * 8 >= pt->len)
+			break;
+		if ((*(__u64 *)(buf + q + k * 8) & pt->masks[k]) != pt->words[k])
+			return 0;
+	}
+	return 1;
+}
+
+/* Byte index (0-7) of the lowest flagged byte of a candidate mask. */
+static __always_inline __u32 lowest_byte(__u64 hz)
+{
+	__u64 low = hz & -hz;
+	__u32 j = 0;
+
+	if (low & 0x8080808000000000ULL) /* bytes 4-7 */
+		j += 4;
+	if (low & 0x8080000080800000ULL) /* bytes 2, 3, 6, 7 */
+		j += 2;
+	if (low & 0x8000800080008000ULL) /* bytes 1, 3, 5, 7 */
+		j += 1;
+	return j;
+}
+
+/* Compare every wanted pattern at the lowest flagged position of the
+ * candidate word, then drop that flag. The bytes are loaded from that very
+ * position so that every buffer offset is a verifier constant. */
+static __always_inline void scan_verify(struct __sk_buff *skb, struct scan_state *s, __u8 *buf)
+{
+	__u32 at = s->cand_pos + lowest_byte(s->cand_hz);
+	__u32 n;
+
+	s->cand_hz &= s->cand_hz - 1;
+	if (at >= s->end)
+		return;
+	n = s->end - at;
+	if (n > PT_MAX_PATLEN)
+		n = PT_MAX_PATLEN;
+	if (n < 1 || bpf_skb_load_bytes(skb, at, buf, n)) {
+		s->err = 1;
+		return;
+	}
+	for (int i = 0; i < PT_MAX_PATS; i++) {
+		if (i >= filter.npats)
+			break;
+		if ((s->want & (1ULL << i)) && pat_at(s, buf, i, 0, at)) {
+			s->found |= 1ULL << i;
+			s->want &= ~(1ULL << i);
+			s->off[i] = ~0ULL;
+		}
+	}
+}
+
+/* haszero: the 0x80 bit of each zero byte of x is set in the result; a
+ * byte right above a zero byte may be flagged too (a false candidate). */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/*
+ * One scan step, on the CPU's scan state: compare the patterns at the next
+ * candidate position found by an earlier step, or search up to SCAN_CHUNK
+ * starting positions from s->pos for words where both probe bytes of some
+ * wanted pattern sit in place. Returns 0 to go on, 1 when done.
+ *
+ * A global function: the verifier checks it once, whatever loop calls it.
+ */
+__attribute__((noinline)) int scan_step(struct __sk_buff *skb)
+{
+	__u32 zero = 0, n, span;
+	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
+	struct scan_state *s;
+	__u8 *buf;
+
+	if (!skb || !sc)
+		return 1;
+	s = &sc->st;
+	buf = sc->scan;
+	if (s->cand_hz) {
+		scan_verify(skb, s, buf);
+		return s->want && !s->err ? 0 : 1;
+	}
+	if (s->pos >= s->end || !s->want)
+		return 1;
+	n = s->end - s->pos;
+	if (n > SCAN_LOAD)
+		n = SCAN_LOAD;
+	if (n < 1 || bpf_skb_load_bytes(skb, s->pos, buf, n)) {
+		s->err = 1;
+		return 1;
+	}
+	span = n < SCAN_CHUNK ? n : SCAN_CHUNK;
+
+	for (int w = 0; w < SCAN_CHUNK / 8; w++) {
+		__u64 hz = 0;
+
+		if (w * 8 >= span)
+			break;
+		for (int i = 0; i < PT_MAX_PATS; i++) {
+			const volatile struct pt_pattern *pt = &filter.pats[i];
+			__u64 x;
+
+			if (i >= filter.npats)
+				break;
+			x = (*(__u64 *)(buf + w * 8 + (pt->off0 & (PT_MAX_PATLEN - 1))) ^ pt->probe0) |
+			    (*(__u64 *)(buf + w * 8 + (pt->off1 & (PT_MAX_PATLEN - 1))) ^ pt->probe1) |
+			    s->off[i];
+			hz |= (x - ONES) & ~x & HIGHS;
+		}
+		if (hz) {
+			s->cand_pos = s->pos + w * 8;
+			s->cand_hz = hz;
+			s->pos = s->cand_pos + 8;
+			s->scanned += w * 8 + 8;
+			return 0;
+		}
+	}
+	s->pos += span;
+	s->scanned += span;
+	return s->want && s->pos < s->end ? 0 : 1;
+}
+
+static long scan_cb(__u64 index, void *ctx)
+{
+	return scan_step(*(struct __sk_buff **)ctx) ? 1 : 0;
+}
+
+/* Search every pattern of the filter in one pass over the packet. */
+static __always_inline void scan(struct __sk_buff *skb, struct scratch *sc,
+				 const struct pkt *p, struct pt_counters *c,
+				 __u64 *known, __u64 *val)
+{
+	struct scan_state *s = &sc->st;
+	__u32 steps;
+
+	s->pos = 0xffffffff;
+	s->end = 0;
+	s->want = 0;
+	s->found = 0;
+	s->cand_hz = 0;
+	s->scanned = 0;
+	s->err = 0;
+	for (int i = 0; i < PT_MAX_PATS; i++) {
+		__u32 a, b;
+
+		if (i >= filter.npats)
+			break;
+		region(p, filter.pats[i].region, &a, &b);
+		s->start[i] = a;
+		s->stop[i] = b;
+		s->off[i] = ~0ULL;
+		if (b >= a + filter.pats[i].len) {
+			s->off[i] = 0;
+			s->want |= 1ULL << i;
+			if (a < s->pos)
+				s->pos = a;
+			if (b > s->end)
+				s->end = b;
+		}
+	}
+	if (s->want) {
+		if (cfg_scan_limit && s->end - s->pos > cfg_scan_limit) {
+			s->end = s->pos + cfg_scan_limit;
+			c->scan_cut++;
+		}
+		/* A chunk per step, plus a step per candidate position. */
+		steps = (s->end - s->pos) / SCAN_CHUNK + (s->end - s->pos) + 2;
+		if (steps > SCAN_MAX_STEPS)
+			steps = SCAN_MAX_STEPS;
+		bpf_loop(steps, scan_cb, &skb, 0);
+		c->scan_bytes += s->scanned;
+	}
+
+	for (int i = 0; i < PT_MAX_PREDS; i++) {
+		const volatile struct pt_pred *pr = &filter.preds[i];
+
+		if (i >= filter.npreds)
+			break;
+		if (pr->kind != PT_P_PATTERN)
+			continue;
+		*known |= 1ULL << i;
+		if (s->found & (1ULL << (pr->idx & (PT_MAX_PATS - 1))))
+			*val |= 1ULL << i;
+	}
+}
+
+/* Copy the packet to the ring buffer through the CPU's copy buffer. */
+static __always_inline void emit(struct __sk_buff *skb, __u32 len, __u8 dir,
+				 __u64 preds, struct pt_counters *c)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct copybuf *b = bpf_map_lookup_elem(&copybuf, &cpu);
+	__u64 cap = len;
+	__u8 flags = 0;
+	int cut_snap = 0;
+
+	if (!b) {
+		c->lost_scratch++;
+		return;
+	}
+	if (cfg_snaplen && cap > cfg_snaplen) {
+		cap = cfg_snaplen;
+		cut_snap = 1;
+	}
+	if (cap > cfg_max_cap) {
+		cap = cfg_max_cap;
+		flags |= PT_REC_CUT_BUFFER;
+	}
+	asm volatile("" : "+r"(cap));
+	if (cap < 1 || cap > cfg_max_cap || cap > PT_MAX_CAP) {
+		c->lost_load++;
+		return;
+	}
+	if (bpf_skb_load_bytes(skb, 0, b->data, cap)) {
+		c->lost_load++;
+		return;
+	}
+	if (skb->vlan_present) {
+		flags |= PT_REC_VLAN_OFFLOAD;
+		b->hdr.vlan_tci = skb->vlan_tci;
+		b->hdr.vlan_proto = skb->vlan_proto;
+	} else {
+		b->hdr.vlan_tci = 0;
+		b->hdr.vlan_proto = 0;
+	}
+	b->hdr.ts_ns = bpf_ktime_get_ns();
+	b->hdr.preds = preds;
+	b->hdr.ifindex = skb->ifindex;
+	b->hdr.orig_len = len;
+	b->hdr.cap_len = cap;
+	b->hdr.dir = dir;
+	b->hdr.flags = flags;
+	if (bpf_ringbuf_output(&events, b, sizeof(b->hdr) + cap, 0)) {
+		c->lost_ringbuf++;
+		return;
+	}
+	c->sent++;
+	if (cut_snap)
+		c->cut_snaplen++;
+	if (flags & PT_REC_CUT_BUFFER)
+		c->cut_buffer++;
+}
+
+/*
+ * Parse the packet into the CPU's scratch space. A global function, like
+ * decide(): the verifier checks each once instead of once per path through
+ * the parser, which keeps verification cost flat as the filter grows.
+ */
+__attribute__((noinline)) int parse_pkt(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
+
+	if (!skb || !sc)
+		return PARSE_NOT_IP;
+	__builtin_memset(&sc->p, 0, sizeof(sc->p));
+	return parse(skb, &sc->p);
+}
+
+/* Decide the filter on the parsed packet: 1 if it matches. The predicates
+ * that held are left in the scratch space for the record. */
+__attribute__((noinline)) int decide(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
+	struct pt_counters *c = bpf_map_lookup_elem(&counters, &zero);
+	__u64 known = 0, val = 0;
+	int r;
+
+	if (!skb || !sc || !c)
+		return 0;
+	header_preds(&sc->p, &known, &val);
+	if (filter.http_preds)
+		http_preds(skb, &sc->p, sc, &known, &val);
+	r = eval(known, val);
+	if (r == 2) {
+		scan(skb, sc, &sc->p, c, &known, &val);
+		r = eval(known, val);
+	}
+	sc->val = val;
+	return r == 1;
+}
+
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+{
+	__u32 zero = 0;
+	struct pt_counters *c = bpf_map_lookup_elem(&counters, &zero);
+	struct scratch *sc;
+	int r;
+
+	if (!c)
+		return TC_ACT_UNSPEC;
+	c->seen++;
+
+	r = parse_pkt(skb);
+	if (r == PARSE_NOT_IP)
+		c->not_ip++;
+	else if (r == PARSE_BAD)
+		c->bad_header++;
+	if (!decide(skb))
+		return TC_ACT_UNSPEC;
+	c->matched++;
+	sc = bpf_map_lookup_elem(&scratch, &zero);
+	if (!sc) {
+		c->lost_scratch++;
+		return TC_ACT_UNSPEC;
+	}
+	emit(skb, sc->p.len, dir, sc->val, c);
+	return TC_ACT_UNSPEC;
+}
+
+SEC("tc")
+int podtap_ingress(struct __sk_buff *skb)
+{
+	return handle(skb, PT_DIR_INGRESS);
+}
+
+SEC("tc")
+int podtap_egress(struct __sk_buff *skb)
+{
+	return handle(skb, PT_DIR_EGRESS);
+}

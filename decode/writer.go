@@ -1,0 +1,141 @@
+package decode
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"runtime"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+)
+
+// Interface describes one capture point, a pcapng interface.
+type Interface struct {
+	Name        string // e.g. "shop/web-7d9c" or "veth1a2b"
+	Description string
+	Filter      string
+}
+
+// Stats close an interface's capture in pcapng (an Interface Statistics
+// Block): packets the filter looked at and packets lost in the kernel.
+type Stats struct {
+	Start, End time.Time
+	Received   uint64
+	Dropped    uint64
+}
+
+// Writer writes packets to a capture file.
+type Writer interface {
+	// AddInterface declares another capture point and returns its id.
+	AddInterface(Interface) (int, error)
+	// WritePacket writes p as seen on interface id.
+	WritePacket(id int, p Packet, dir Direction, comment string) error
+	// WriteStats records an interface's totals (pcapng only).
+	WriteStats(id int, s Stats) error
+	// Flush pushes buffered packets to the underlying writer.
+	Flush() error
+}
+
+// pcapWriter writes classic pcap with nanosecond timestamps. It has no
+// room for interfaces, directions or comments.
+type pcapWriter struct {
+	w *pcapgo.Writer
+	f *bufio.Writer
+}
+
+// NewPcap starts a pcap file on w. snaplen is the largest packet length
+// that will be written; it goes into the file header.
+func NewPcap(w io.Writer, snaplen uint32) (Writer, error) {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	pw := pcapgo.NewWriterNanos(bw)
+	if err := pw.WriteFileHeader(snaplen, layers.LinkTypeEthernet); err != nil {
+		return nil, fmt.Errorf("write pcap header: %w", err)
+	}
+	return &pcapWriter{w: pw, f: bw}, nil
+}
+
+func (p *pcapWriter) AddInterface(Interface) (int, error) { return 0, nil }
+
+func (p *pcapWriter) WritePacket(_ int, pk Packet, _ Direction, _ string) error {
+	return p.w.WritePacket(captureInfo(pk, 0), pk.Data)
+}
+
+func (p *pcapWriter) WriteStats(int, Stats) error { return nil }
+
+func (p *pcapWriter) Flush() error { return p.f.Flush() }
+
+func captureInfo(p Packet, iface int) gopacket.CaptureInfo {
+	return gopacket.CaptureInfo{
+		Timestamp:      p.Time,
+		CaptureLength:  len(p.Data),
+		Length:         max(p.OrigLen, len(p.Data)),
+		InterfaceIndex: iface,
+	}
+}
+
+// pcapngWriter writes pcapng with one interface per capture point, the
+// direction of each packet, and a comment saying why it was captured.
+type pcapngWriter struct {
+	w       *pcapgo.NgWriter
+	snaplen uint32
+}
+
+// NewPcapng starts a pcapng file on w whose first interface is first.
+func NewPcapng(w io.Writer, snaplen uint32, first Interface, application string) (Writer, error) {
+	nw, err := pcapgo.NewNgWriterInterface(w, ngInterface(first, snaplen), pcapgo.NgWriterOptions{
+		SectionInfo: pcapgo.NgSectionInfo{
+			Hardware:    runtime.GOARCH,
+			OS:          runtime.GOOS,
+			Application: application,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("write pcapng header: %w", err)
+	}
+	return &pcapngWriter{w: nw, snaplen: snaplen}, nil
+}
+
+func ngInterface(i Interface, snaplen uint32) pcapgo.NgInterface {
+	return pcapgo.NgInterface{
+		Name:                i.Name,
+		Description:         i.Description,
+		Filter:              i.Filter,
+		OS:                  runtime.GOOS,
+		LinkType:            layers.LinkTypeEthernet,
+		SnapLength:          snaplen,
+		TimestampResolution: 9,
+	}
+}
+
+func (p *pcapngWriter) AddInterface(i Interface) (int, error) {
+	return p.w.AddInterface(ngInterface(i, p.snaplen))
+}
+
+func (p *pcapngWriter) WritePacket(id int, pk Packet, dir Direction, comment string) error {
+	opts := pcapgo.NgPacketOptions{}
+	switch dir {
+	case DirIn:
+		opts.Flags = &pcapgo.NgEpbFlags{Direction: pcapgo.NgEpbFlagDirectionInbound}
+	case DirOut:
+		opts.Flags = &pcapgo.NgEpbFlags{Direction: pcapgo.NgEpbFlagDirectionOutbound}
+	}
+	if comment != "" {
+		opts.Comments = []string{comment}
+	}
+	return p.w.WritePacketWithOptions(captureInfo(pk, id), pk.Data, opts)
+}
+
+func (p *pcapngWriter) WriteStats(id int, s Stats) error {
+	return p.w.WriteInterfaceStats(id, pcapgo.NgInterfaceStatistics{
+		LastUpdate:      s.End,
+		StartTime:       s.Start,
+		EndTime:         s.End,
+		PacketsReceived: s.Received,
+		PacketsDropped:  s.Dropped,
+	})
+}
+
+func (p *pcapngWriter) Flush() error { return p.w.Flush() }

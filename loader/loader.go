@@ -1,0 +1,287 @@
+// Package loader loads podtap's TC program with a compiled filter, attaches
+// it to interfaces (TCX, or legacy clsact where the kernel has no TCX) and
+// reads its counters.
+package loader
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/podtap/podtap/filter"
+)
+
+// MaxCapture is the largest packet copy one record carries: libpcap's limit
+// for Ethernet, so every file podtap writes can be read by libpcap tools.
+const MaxCapture = 262144
+
+// RecordHeaderSize is the size of struct pt_record before the packet bytes.
+const RecordHeaderSize = int(unsafe.Sizeof(podtapPtRecord{}))
+
+// DefaultRingSize is the default ring buffer size in bytes.
+const DefaultRingSize = 8 << 20
+
+// Options configure one load of the program.
+type Options struct {
+	Filter    *filter.Program
+	Methods   []string // HTTP methods that start a request line; nil: filter.Methods
+	Snaplen   uint32   // bytes of each packet kept; 0: the whole packet
+	ScanLimit uint32   // bytes of each packet searched for patterns; 0: all
+	RingSize  uint32   // ring buffer bytes, a power of two; 0: DefaultRingSize
+}
+
+// Objects are the loaded programs and maps.
+type Objects struct {
+	objs   podtapObjects
+	Filter *filter.Program
+}
+
+// Ingress is the program for the ingress hook.
+func (o *Objects) Ingress() *ebpf.Program { return o.objs.PodtapIngress }
+
+// Egress is the program for the egress hook.
+func (o *Objects) Egress() *ebpf.Program { return o.objs.PodtapEgress }
+
+// Events is the ring buffer of matched packets.
+func (o *Objects) Events() *ebpf.Map { return o.objs.Events }
+
+// Counters is struct pt_counters: what the program saw, summed over CPUs.
+type Counters = podtapPtCounters
+
+// Record is struct pt_record, the header of each ring-buffer record.
+type Record = podtapPtRecord
+
+// Counters reads the per-CPU counters and sums them.
+func (o *Objects) Counters() (Counters, error) {
+	var per []Counters
+	if err := o.objs.Counters.Lookup(uint32(0), &per); err != nil {
+		return Counters{}, fmt.Errorf("read counters: %w", err)
+	}
+	var c Counters
+	for _, x := range per {
+		c.Seen += x.Seen
+		c.Matched += x.Matched
+		c.Sent += x.Sent
+		c.LostRingbuf += x.LostRingbuf
+		c.LostLoad += x.LostLoad
+		c.LostScratch += x.LostScratch
+		c.CutSnaplen += x.CutSnaplen
+		c.CutBuffer += x.CutBuffer
+		c.NotIp += x.NotIp
+		c.BadHeader += x.BadHeader
+		c.ScanCut += x.ScanCut
+		c.ScanBytes += x.ScanBytes
+	}
+	return c, nil
+}
+
+// Lost is the number of matched packets that never reached the ring.
+func (c Counters) Lost() uint64 { return c.LostRingbuf + c.LostLoad + c.LostScratch }
+
+// Close releases the programs and maps.
+func (o *Objects) Close() error { return o.objs.Close() }
+
+// Load builds the filter into the program and loads it into the kernel.
+func Load(opts Options) (*Objects, error) {
+	if opts.Filter == nil {
+		return nil, errors.New("no filter given")
+	}
+	spec, err := loadPodtap()
+	if err != nil {
+		return nil, fmt.Errorf("read program spec: %w", err)
+	}
+	ring := opts.RingSize
+	if ring == 0 {
+		ring = DefaultRingSize
+	}
+	if ring&(ring-1) != 0 || ring < 4096 {
+		return nil, fmt.Errorf("ring buffer size %d is not a power of two of at least 4096", ring)
+	}
+	maxCap := uint32(MaxCapture)
+	if opts.Snaplen != 0 && opts.Snaplen < maxCap {
+		maxCap = opts.Snaplen
+	}
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("count possible CPUs: %w", err)
+	}
+	spec.Maps["events"].MaxEntries = ring
+	spec.Maps["copybuf"].MaxEntries = uint32(cpus)
+	spec.Maps["copybuf"].ValueSize = uint32(RecordHeaderSize) + maxCap
+
+	f, err := kernelFilter(opts.Filter)
+	if err != nil {
+		return nil, err
+	}
+	for name, v := range map[string]any{
+		"cfg_snaplen":    opts.Snaplen,
+		"cfg_max_cap":    maxCap,
+		"cfg_scan_limit": opts.ScanLimit,
+		"filter":         f,
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+
+	o := &Objects{Filter: opts.Filter}
+	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("load program: %w (verifier log tail: %s)", err, verifierTail(verr))
+		}
+		return nil, fmt.Errorf("load program: %w", err)
+	}
+	methods := opts.Methods
+	if methods == nil {
+		methods = filter.Methods
+	}
+	for _, m := range methods {
+		var key podtapMethodKey
+		if len(m) == 0 || len(m) > len(key.M) {
+			o.Close()
+			return nil, fmt.Errorf("HTTP method %q: want 1 to %d bytes", m, len(key.M))
+		}
+		copy(key.M[:], m)
+		if err := o.objs.Methods.Put(&key, uint8(1)); err != nil {
+			o.Close()
+			return nil, fmt.Errorf("add HTTP method %q: %w", m, err)
+		}
+	}
+	return o, nil
+}
+
+func verifierTail(v *ebpf.VerifierError) string {
+	n := len(v.Log)
+	lines := v.Log[max(0, n-4):]
+	return strings.Join(lines, " | ")
+}
+
+// kernelFilter lays a compiled filter out as struct pt_filter.
+func kernelFilter(p *filter.Program) (*podtapPtFilter, error) {
+	var f podtapPtFilter
+	if len(p.Preds) > len(f.Preds) || len(p.Code) > len(f.Code) {
+		return nil, fmt.Errorf("filter too large for the kernel program")
+	}
+	pats := p.Patterns()
+	strs := p.Strings()
+	if len(pats) > len(f.Pats) || len(strs) > len(f.Strs) {
+		return nil, fmt.Errorf("filter too large for the kernel program")
+	}
+	patIndex := map[filter.PatternKey]int{}
+	for i, k := range pats {
+		patIndex[k] = i
+		b := []byte(k.Bytes)
+		pt := &f.Pats[i]
+		pt.Len = uint8(len(b))
+		pt.Region = uint8(k.Region)
+		o0, o1 := probeOffsets(b)
+		pt.Off0, pt.Off1 = uint8(o0), uint8(o1)
+		pt.Probe0 = 0x0101010101010101 * uint64(b[o0])
+		pt.Probe1 = 0x0101010101010101 * uint64(b[o1])
+		var padded [filter.MaxPatLen]byte
+		copy(padded[:], b)
+		for w := range pt.Words {
+			pt.Words[w] = binary.NativeEndian.Uint64(padded[w*8:])
+			for j := 0; j < 8; j++ {
+				if w*8+j < len(b) {
+					pt.Masks[w] |= 0xff << (8 * j)
+				}
+			}
+		}
+	}
+	strIndex := map[string]int{}
+	for i, s := range strs {
+		strIndex[s] = i
+		f.Strs[i].Len = uint32(len(s))
+		copy(f.Strs[i].Bytes[:], s)
+	}
+	f.Npreds = uint32(len(p.Preds))
+	f.Npats = uint32(len(pats))
+	copy(f.Code[:], p.Code)
+	for i, pr := range p.Preds {
+		kp := &f.Preds[i]
+		kp.Kind = uint8(pr.Kind)
+		kp.Op = uint8(pr.Op)
+		kp.Val = pr.Value
+		switch pr.Kind {
+		case filter.KindProto:
+			kp.Val = uint32(pr.Proto)
+		case filter.KindPort:
+			kp.Field = uint8(pr.Side)
+		case filter.KindVLAN:
+			kp.Field = 1
+			if pr.STag {
+				kp.Field = 2
+			}
+		case filter.KindAddr4, filter.KindAddr6:
+			kp.Field = uint8(pr.Side)
+			addr, mask := prefixWords(pr.Prefix)
+			kp.Addr, kp.Mask = addr, mask
+		case filter.KindPattern:
+			kp.Idx = uint8(patIndex[filter.PatternKey{Bytes: string(pr.Bytes), Region: pr.Region}])
+			f.ScanPreds |= 1 << i
+		case filter.KindHTTPRequest:
+			f.HttpPreds |= 1 << i
+		case filter.KindMethod, filter.KindURIEq, filter.KindURIPrefix:
+			kp.Idx = uint8(strIndex[string(pr.Bytes)])
+			f.HttpPreds |= 1 << i
+		default:
+			return nil, fmt.Errorf("predicate %q: unknown kind %d", pr.Text, pr.Kind)
+		}
+	}
+	return &f, nil
+}
+
+// prefixWords returns a prefix's address and mask as the kernel compares
+// them: the bytes in network order, read as two native words.
+func prefixWords(p netip.Prefix) (addr, mask [2]uint64) {
+	a := p.Masked().Addr().AsSlice()
+	var ab, mb [16]byte
+	copy(ab[:], a)
+	for i := 0; i < p.Bits(); i++ {
+		mb[i/8] |= 0x80 >> (i % 8)
+	}
+	addr[0] = binary.NativeEndian.Uint64(ab[0:])
+	addr[1] = binary.NativeEndian.Uint64(ab[8:])
+	mask[0] = binary.NativeEndian.Uint64(mb[0:])
+	mask[1] = binary.NativeEndian.Uint64(mb[8:])
+	return addr, mask
+}
+
+// byteRank orders bytes from common to rare in typical traffic: text and
+// HTTP first, then the rest. The scan probes the two rarest bytes of a
+// pattern, so that few positions need a full comparison.
+var byteRank = func() [256]int {
+	var r [256]int
+	common := " etaoinsrhldcumfpgwybvkxjqz\x00\r\n/.:=-_,;ETAOINSRHLDCUMFPGWYBVKXJQZ0123456789\"'<>&?%+()[]{}#!@$*|\\^~`\t\xff"
+	for i := range r {
+		r[i] = len(common) + 1 // rarest: not listed
+	}
+	for i := 0; i < len(common); i++ {
+		r[common[i]] = len(common) - i
+	}
+	return r
+}()
+
+// probeOffsets picks the two rarest bytes of b (equal offsets for one byte).
+func probeOffsets(b []byte) (int, int) {
+	best, second := 0, -1
+	for i := 1; i < len(b); i++ {
+		switch {
+		case byteRank[b[i]] > byteRank[b[best]]:
+			best, second = i, best
+		case second < 0 || byteRank[b[i]] > byteRank[b[second]]:
+			second = i
+		}
+	}
+	if second < 0 {
+		second = best
+	}
+	return best, second
+}
