@@ -66,13 +66,20 @@ struct scan_state {
 
 struct scratch {
 	struct pkt p;
-	__u64 val; /* predicates that held */
+	/* Predicates decided, and which of them held. They live here, not on
+	 * the stack, so the verifier does not follow every combination of
+	 * their bits as a separate path. */
+	__u64 known;
+	__u64 val;
 	struct scan_state st;
 	__u8 scan[SCAN_BUF];
 	__u8 str[PT_MAX_STRLEN + 8];
 };
 
+/* A method and its length: bytes past the length are zero, and the
+ * length keeps "POST" apart from "POST\0". */
 struct method_key {
+	__u32 len;
 	__u8 m[PT_METHOD_LEN];
 };
 
@@ -120,6 +127,13 @@ struct {
 
 
 #define VLAN_STAG 0x8000
+
+/*
+ * Make the compiler reload memory after this point. In loops that
+ * accumulate into map memory, this keeps values out of registers, where the
+ * verifier would track each combination as a separate state.
+ */
+#define forget() asm volatile("" ::: "memory")
 
 static __always_inline void add_vlan(struct pkt *p, __u16 tpid, __u16 tci)
 {
@@ -364,6 +378,7 @@ static __always_inline void header_preds(const struct pkt *p, __u64 *known, __u6
 		*known |= 1ULL << i;
 		if (v)
 			*val |= 1ULL << i;
+		forget();
 	}
 }
 
@@ -417,6 +432,7 @@ static __always_inline void http_preds(struct __sk_buff *skb, const struct pkt *
 		}
 	}
 	if (mlen) {
+		key.len = mlen;
 		for (int i = 0; i < PT_METHOD_LEN; i++)
 			if (i < mlen)
 				key.m[i] = line[i];
@@ -462,6 +478,7 @@ static __always_inline void http_preds(struct __sk_buff *skb, const struct pkt *
 		*known |= 1ULL << i;
 		if (v)
 			*val |= 1ULL << i;
+		forget();
 	}
 }
 
@@ -599,6 +616,7 @@ static __always_inline void scan_verify(struct __sk_buff *skb, struct scan_state
 			s->want &= ~(1ULL << i);
 			s->off[i] = ~0ULL;
 		}
+		forget();
 	}
 }
 
@@ -707,6 +725,7 @@ static __always_inline void scan(struct __sk_buff *skb, struct scratch *sc,
 			if (b > s->end)
 				s->end = b;
 		}
+		forget();
 	}
 	if (s->want) {
 		if (cfg_scan_limit && s->end - s->pos > cfg_scan_limit) {
@@ -731,6 +750,7 @@ static __always_inline void scan(struct __sk_buff *skb, struct scratch *sc,
 		*known |= 1ULL << i;
 		if (s->found & (1ULL << (pr->idx & (PT_MAX_PATS - 1))))
 			*val |= 1ULL << i;
+		forget();
 	}
 }
 
@@ -807,27 +827,55 @@ __attribute__((noinline)) int parse_pkt(struct __sk_buff *skb)
 	return parse(skb, &sc->p);
 }
 
-/* Decide the filter on the parsed packet: 1 if it matches. The predicates
- * that held are left in the scratch space for the record. */
-__attribute__((noinline)) int decide(struct __sk_buff *skb)
+/* The request-line predicates, into the CPU's scratch space. */
+__attribute__((noinline)) int decide_http(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
+
+	if (!skb || !sc)
+		return 0;
+	http_preds(skb, &sc->p, sc, &sc->known, &sc->val);
+	return 0;
+}
+
+/* The payload-pattern predicates, into the CPU's scratch space. */
+__attribute__((noinline)) int decide_patterns(struct __sk_buff *skb)
 {
 	__u32 zero = 0;
 	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
 	struct pt_counters *c = bpf_map_lookup_elem(&counters, &zero);
-	__u64 known = 0, val = 0;
-	int r;
 
 	if (!skb || !sc || !c)
 		return 0;
-	header_preds(&sc->p, &known, &val);
+	scan(skb, sc, &sc->p, c, &sc->known, &sc->val);
+	return 0;
+}
+
+/*
+ * Decide the filter on the parsed packet: 1 if it matches. The predicates
+ * that held are left in the scratch space for the record. The expensive
+ * tests run only when the cheap ones leave the answer open; each group is
+ * a global function, verified once.
+ */
+__attribute__((noinline)) int decide(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
+	int r;
+
+	if (!skb || !sc)
+		return 0;
+	sc->known = 0;
+	sc->val = 0;
+	header_preds(&sc->p, &sc->known, &sc->val);
 	if (filter.http_preds)
-		http_preds(skb, &sc->p, sc, &known, &val);
-	r = eval(known, val);
+		decide_http(skb);
+	r = eval(sc->known, sc->val);
 	if (r == 2) {
-		scan(skb, sc, &sc->p, c, &known, &val);
-		r = eval(known, val);
+		decide_patterns(skb);
+		r = eval(sc->known, sc->val);
 	}
-	sc->val = val;
 	return r == 1;
 }
 

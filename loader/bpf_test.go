@@ -291,6 +291,10 @@ func TestHTTPRequestLine(t *testing.T) {
 		{"method and uri", filter.AllOf(filter.Method("PUT"), filter.URI("/x")), "PUT /x HTTP/1.1\r\n", true},
 		{"method or uri fails", filter.AllOf(filter.Method("PUT"), filter.URI("/y")), "PUT /x HTTP/1.1\r\n", false},
 		{"empty uri", filter.URI(""), "GET  HTTP/1.1\r\n", true},
+		// A method followed by NUL bytes is not that method (the kernel's
+		// method table once keyed on zero-padded bytes alone).
+		{"method with NULs", filter.URI("/x"), "POST\x00\x00 /x HTTP/1.1\r\n", false},
+		{"method with NULs is not the method", filter.Method("POST"), "POST\x00 /x HTTP/1.1\r\n", false},
 		{"long uri", filter.URI("/" + strings.Repeat("a", 127)), "GET /" + strings.Repeat("a", 127) + " HTTP/1.1\r\n", true},
 		{"long uri one more", filter.URI("/" + strings.Repeat("a", 127)), "GET /" + strings.Repeat("a", 128) + " HTTP/1.1\r\n", false},
 	} {
@@ -381,4 +385,70 @@ func TestPortOps(t *testing.T) {
 			t.Errorf("side %b op %d %d: matched %v, want %v", tc.side, tc.op, tc.val, got, tc.want)
 		}
 	}
+}
+
+// TestLargestFilterLoads loads a filter at every limit at once (predicates,
+// patterns of the longest length, strings, code length), so no filter that
+// compiles can fail verification.
+func TestLargestFilterLoads(t *testing.T) {
+	requireBPF(t)
+	var preds []filter.Expr
+	for i := 0; i < filter.MaxPatterns; i++ {
+		b := bytes.Repeat([]byte{byte('a' + i)}, filter.MaxPatLen)
+		b[i] = '!'
+		preds = append(preds, pattern(string(b), filter.Region(i%7)))
+	}
+	for i := 0; i < filter.MaxStrings; i++ {
+		s := "/" + strings.Repeat(string(rune('a'+i)), filter.MaxStrLen-1)
+		if i%2 == 0 {
+			preds = append(preds, filter.URI(s))
+		} else {
+			preds = append(preds, filter.URIPrefix(s))
+		}
+	}
+	for i := 0; len(preds) < filter.MaxPreds; i++ {
+		switch i % 4 {
+		case 0:
+			preds = append(preds, tcpPort(uint16(i)))
+		case 1:
+			preds = append(preds, vlanID(uint32(i), i%8 == 1))
+		case 2:
+			e, _ := filter.Host(fmt.Sprintf("fd00::%x/%d", i, 64+i))
+			preds = append(preds, e)
+		default:
+			e, _ := filter.Host(fmt.Sprintf("10.0.0.%d/%d", i, i))
+			preds = append(preds, e)
+		}
+	}
+	e := preds[0]
+	for i, p := range preds[1:] {
+		switch i % 3 {
+		case 0:
+			e = filter.And{L: e, R: p}
+		case 1:
+			if i == 1 {
+				p = filter.Not{X: p}
+			}
+			e = filter.Or{L: e, R: p}
+		default:
+			e = filter.Or{L: p, R: e}
+		}
+	}
+	prog, err := filter.Compile(e, "largest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(prog.Preds) != filter.MaxPreds || len(prog.Patterns()) != filter.MaxPatterns || len(prog.Strings()) != filter.MaxStrings {
+		t.Fatalf("filter is not at the limits: %d preds, %d patterns, %d strings", len(prog.Preds), len(prog.Patterns()), len(prog.Strings()))
+	}
+	h := newHarness(t, e, loader.Options{})
+	info, err := h.objs.Ingress().Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := info.VerifiedInstructions()
+	t.Logf("largest filter: %d operations, verified %d instructions", len(prog.Code), n)
+	// And it still decides: a frame holding the first pattern in the frame
+	// region matches (pattern 0 is ANDed with pattern 1 only via Or/Not).
+	h.run(t, frames.Build(frames.Spec{SrcPort: 1, DstPort: 2, Payload: []byte("x")}))
 }

@@ -147,6 +147,7 @@ func Load(opts Options) (*Objects, error) {
 			o.Close()
 			return nil, fmt.Errorf("HTTP method %q: want 1 to %d bytes", m, len(key.M))
 		}
+		key.Len = uint32(len(m))
 		copy(key.M[:], m)
 		if err := o.objs.Methods.Put(&key, uint8(1)); err != nil {
 			o.Close()

@@ -14,8 +14,9 @@ import (
 )
 
 type podtapMethodKey struct {
-	_ structs.HostLayout
-	M [16]uint8
+	_   structs.HostLayout
+	Len uint32
+	M   [16]uint8
 }
 
 type podtapPtCounters struct {
@@ -131,8 +132,9 @@ type podtapScratch struct {
 		Src    [2]uint64
 		Dst    [2]uint64
 	}
-	Val uint64
-	St  struct {
+	Known uint64
+	Val   uint64
+	St    struct {
 		_       structs.HostLayout
 		Pos     uint32
 		End     uint32
