@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -137,13 +138,10 @@ func (a *Attachment) attachLegacy(o *Objects, ifindex int) error {
 	if err != nil {
 		return fmt.Errorf("name legacy filter: %w", err)
 	}
-	created, err := ensureClsact(ifindex)
-	if err != nil {
+	if err := ensureClsact(ifindex); err != nil {
 		return err
 	}
-	if created {
-		a.closers = append(a.closers, func() error { return removeClsactIfEmpty(ifindex) })
-	}
+	a.closers = append(a.closers, func() error { return removeOurClsact(ifindex) })
 	for _, h := range []struct {
 		prog   *ebpf.Program
 		parent uint32
@@ -181,23 +179,48 @@ func isClsact(q netlink.Qdisc) bool {
 	return q.Type() == "clsact"
 }
 
-// ensureClsact adds a clsact qdisc unless one exists; it reports whether
-// it added it. A clsact that others use is never removed.
-func ensureClsact(ifindex int) (bool, error) {
+// markerDir holds a file for each clsact qdisc a podtap added, so that the
+// last podtap to leave an interface (or the next start, after a SIGKILL)
+// removes it, while a clsact that someone else added is never removed.
+var markerDir = "/run/podtap"
+
+func clsactMarker(l netlink.Link) string {
+	return filepath.Join(markerDir, fmt.Sprintf("clsact-%d-%s", l.Attrs().Index, l.Attrs().Name))
+}
+
+// ensureClsact adds a clsact qdisc unless one exists.
+func ensureClsact(ifindex int) error {
 	l, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
-		return false, fmt.Errorf("find ifindex %d: %w", ifindex, err)
+		return fmt.Errorf("find ifindex %d: %w", ifindex, err)
 	}
 	qs, err := netlink.QdiscList(l)
 	if err != nil {
-		return false, fmt.Errorf("list qdiscs of %s: %w", l.Attrs().Name, err)
+		return fmt.Errorf("list qdiscs of %s: %w", l.Attrs().Name, err)
 	}
 	for _, q := range qs {
 		if isClsact(q) {
-			return false, nil
+			return nil
 		}
 	}
-	q := &netlink.GenericQdisc{
+	// Mark first: a podtap killed right after adding the qdisc must
+	// still leave a trace that the next start can follow.
+	if err := os.MkdirAll(markerDir, 0o700); err != nil {
+		return fmt.Errorf("record clsact qdisc: %w", err)
+	}
+	if err := os.WriteFile(clsactMarker(l), nil, 0o600); err != nil {
+		return fmt.Errorf("record clsact qdisc: %w", err)
+	}
+	err = netlink.QdiscAdd(clsactQdisc(ifindex))
+	if err != nil && !errors.Is(err, unix.EEXIST) {
+		os.Remove(clsactMarker(l))
+		return fmt.Errorf("add clsact qdisc to %s: %w", l.Attrs().Name, err)
+	}
+	return nil
+}
+
+func clsactQdisc(ifindex int) *netlink.GenericQdisc {
+	return &netlink.GenericQdisc{
 		QdiscAttrs: netlink.QdiscAttrs{
 			LinkIndex: ifindex,
 			Handle:    netlink.MakeHandle(0xffff, 0),
@@ -205,35 +228,30 @@ func ensureClsact(ifindex int) (bool, error) {
 		},
 		QdiscType: "clsact",
 	}
-	if err := netlink.QdiscAdd(q); err != nil {
-		if errors.Is(err, unix.EEXIST) {
-			return false, nil
-		}
-		return false, fmt.Errorf("add clsact qdisc to %s: %w", l.Attrs().Name, err)
-	}
-	return true, nil
 }
 
-// removeClsactIfEmpty removes the clsact qdisc podtap added, unless some
-// other filter now hangs off it.
-func removeClsactIfEmpty(ifindex int) error {
+// removeOurClsact removes the clsact qdisc of ifindex if a podtap added it
+// and no filter hangs off it any more.
+func removeOurClsact(ifindex int) error {
 	l, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
 		return nil // the interface is gone, and its qdisc with it
 	}
+	marker := clsactMarker(l)
+	if _, err := os.Stat(marker); err != nil {
+		return nil
+	}
 	for _, parent := range []uint32{netlink.HANDLE_MIN_INGRESS, netlink.HANDLE_MIN_EGRESS} {
 		fs, err := netlink.FilterList(l, parent)
-		if err != nil || len(fs) > 0 {
-			return nil
+		if err == nil && len(fs) > 0 {
+			return nil // in use: the last one out removes it
 		}
 	}
-	err = netlink.QdiscDel(&netlink.GenericQdisc{
-		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
-		QdiscType:  "clsact",
-	})
+	err = netlink.QdiscDel(clsactQdisc(ifindex))
 	if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("remove clsact qdisc from %s: %w", l.Attrs().Name, err)
 	}
+	os.Remove(marker)
 	return nil
 }
 
@@ -275,11 +293,9 @@ func RemoveStale() ([]Stale, error) {
 				removed = append(removed, Stale{Ifname: l.Attrs().Name, Hook: h.name, Name: bf.Name})
 			}
 		}
-		if len(removed) > 0 && removed[len(removed)-1].Ifname == l.Attrs().Name {
-			// The killed run may have added the clsact qdisc too.
-			if err := removeClsactIfEmpty(l.Attrs().Index); err != nil {
-				errs = append(errs, err)
-			}
+		// A killed run may have added the clsact qdisc too.
+		if err := removeOurClsact(l.Attrs().Index); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return removed, errors.Join(errs...)
