@@ -43,7 +43,8 @@ test-go:
 	PODTAP_KUBE_ASSETS="$$(hack/kube/install.sh --print)" $(GO) test -v -count=1 ./...
 
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./loader/
+	$(GO) build -o $(BIN)/podtap-bench ./cmd/podtap-bench
+	$(BIN)/podtap-bench -podtap $(BIN)/podtap
 
 clean:
 	rm -rf $(BIN) demo-out

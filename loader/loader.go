@@ -256,16 +256,17 @@ func prefixWords(p netip.Prefix) (addr, mask [2]uint64) {
 }
 
 // byteRank orders bytes from common to rare in typical traffic: text and
-// HTTP first, then the rest. The scan probes the two rarest bytes of a
-// pattern, so that few positions need a full comparison.
+// HTTP first, then the rest; a higher rank is rarer. The scan probes the
+// two rarest bytes of a pattern, so that few positions need a full
+// comparison.
 var byteRank = func() [256]int {
 	var r [256]int
 	common := " etaoinsrhldcumfpgwybvkxjqz\x00\r\n/.:=-_,;ETAOINSRHLDCUMFPGWYBVKXJQZ0123456789\"'<>&?%+()[]{}#!@$*|\\^~`\t\xff"
 	for i := range r {
-		r[i] = len(common) + 1 // rarest: not listed
+		r[i] = len(common) // not listed: rarest
 	}
 	for i := 0; i < len(common); i++ {
-		r[common[i]] = len(common) - i
+		r[common[i]] = i
 	}
 	return r
 }()
