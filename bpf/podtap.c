@@ -44,6 +44,7 @@ struct pkt {
 	__u32 l4_off; /* TCP/UDP header */
 	__u32 pl_off; /* TCP/UDP payload */
 	__u32 ip_end; /* end of the IP datagram: trailer bytes excluded */
+	__u32 uri_off, uri_end; /* request target, with PT_F_URI_END */
 	__u16 sport, dport;
 	__u8 protos;  /* enum pt_proto */
 	__u8 nvlan;
@@ -401,12 +402,80 @@ static __always_inline int is_uri_end(__u8 c)
 	return c == ' ' || c == '\r' || c == '\n';
 }
 
+/* Byte index (0-7) of the lowest flagged byte of a candidate mask. */
+static __always_inline __u32 lowest_byte(__u64 hz)
+{
+	__u64 low = hz & -hz;
+	__u32 j = 0;
+
+	if (low & 0x8080808000000000ULL) /* bytes 4-7 */
+		j += 4;
+	if (low & 0x8080000080800000ULL) /* bytes 2, 3, 6, 7 */
+		j += 2;
+	if (low & 0x8000800080008000ULL) /* bytes 1, 3, 5, 7 */
+		j += 1;
+	return j;
+}
+
+/* haszero: the 0x80 bit of each zero byte of x is set in the result; a
+ * byte right above a zero byte may be flagged too (a false candidate). */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+#define HASZERO(x) (((x) - ONES) & ~(x) & HIGHS)
+
+/*
+ * One step of the search for the end of the request target: the first
+ * space, CR or LF from p->uri_end on, or the end of the payload. The
+ * lowest flagged byte is exact, so the first terminator is found.
+ */
+__attribute__((noinline)) int uri_end_step(struct __sk_buff *skb)
+{
+	__u32 zero = 0, n;
+	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
+	struct pkt *p;
+
+	if (!skb || !sc)
+		return 1;
+	p = &sc->p;
+	if (p->uri_end >= p->ip_end)
+		return 1;
+	n = p->ip_end - p->uri_end;
+	if (n > SCAN_CHUNK)
+		n = SCAN_CHUNK;
+	if (n < 1 || bpf_skb_load_bytes(skb, p->uri_end, sc->scan, n)) {
+		p->uri_end = p->ip_end;
+		return 1;
+	}
+	for (int w = 0; w < SCAN_CHUNK / 8; w++) {
+		__u64 x, hz;
+
+		if (w * 8 >= n)
+			break;
+		x = *(__u64 *)(sc->scan + w * 8);
+		hz = HASZERO(x ^ 0x2020202020202020ULL) | HASZERO(x ^ 0x0d0d0d0d0d0d0d0dULL) |
+		     HASZERO(x ^ 0x0a0a0a0a0a0a0a0aULL);
+		if (hz) {
+			p->uri_end += w * 8 + lowest_byte(hz);
+			if (p->uri_end > p->ip_end) /* flagged past the data loaded */
+				p->uri_end = p->ip_end;
+			return 1;
+		}
+	}
+	p->uri_end += n;
+	return 0;
+}
+
+static long uri_end_cb(__u64 index, void *ctx)
+{
+	return uri_end_step(*(struct __sk_buff **)ctx) ? 1 : 0;
+}
+
 /*
  * Decide the predicates on the HTTP request line that starts the TCP
  * payload: a known method, one space, the request target up to the next
  * space or line end.
  */
-static __always_inline void http_preds(struct __sk_buff *skb, const struct pkt *p,
+static __always_inline void http_preds(struct __sk_buff *skb, struct pkt *p,
 				       struct scratch *sc, __u64 *known, __u64 *val)
 {
 	struct method_key key = {};
@@ -438,6 +507,12 @@ static __always_inline void http_preds(struct __sk_buff *skb, const struct pkt *
 				key.m[i] = line[i];
 		req = bpf_map_lookup_elem(&methods, &key) != NULL;
 		uri_off = p->pl_off + mlen + 1;
+	}
+	if (req && (filter.flags & PT_F_URI_END) && uri_off <= p->ip_end) {
+		/* Where the target ends, for patterns searched in it. */
+		p->uri_off = uri_off;
+		p->uri_end = uri_off;
+		bpf_loop((p->ip_end - uri_off) / SCAN_CHUNK + 1, uri_end_cb, &skb, 0);
 	}
 
 	for (int i = 0; i < PT_MAX_PREDS; i++) {
@@ -540,6 +615,10 @@ static __always_inline void region(const struct pkt *p, __u8 reg, __u32 *start, 
 	case PT_REG_FRAME:
 		*stop = p->len;
 		return;
+	case PT_REG_URI:
+		*start = p->uri_off;
+		*stop = p->uri_end;
+		return;
 	case PT_REG_TCP_L4:
 	case PT_REG_TCP_PAYLOAD:
 		l4 &= PT_PROTO_TCP;
@@ -575,21 +654,6 @@ static __always_inline int pat_at(const struct scan_state *s, const __u8 *buf,
 	return 1;
 }
 
-/* Byte index (0-7) of the lowest flagged byte of a candidate mask. */
-static __always_inline __u32 lowest_byte(__u64 hz)
-{
-	__u64 low = hz & -hz;
-	__u32 j = 0;
-
-	if (low & 0x8080808000000000ULL) /* bytes 4-7 */
-		j += 4;
-	if (low & 0x8080000080800000ULL) /* bytes 2, 3, 6, 7 */
-		j += 2;
-	if (low & 0x8000800080008000ULL) /* bytes 1, 3, 5, 7 */
-		j += 1;
-	return j;
-}
-
 /* Compare every wanted pattern at the lowest flagged position of the
  * candidate word, then drop that flag. The bytes are loaded from that very
  * position so that every buffer offset is a verifier constant. */
@@ -619,11 +683,6 @@ static __always_inline void scan_verify(struct __sk_buff *skb, struct scan_state
 		forget();
 	}
 }
-
-/* haszero: the 0x80 bit of each zero byte of x is set in the result; a
- * byte right above a zero byte may be flagged too (a false candidate). */
-#define ONES 0x0101010101010101ULL
-#define HIGHS 0x8080808080808080ULL
 
 /*
  * One scan step, on the CPU's scan state: compare the patterns at the next
@@ -673,7 +732,7 @@ __attribute__((noinline)) int scan_step(struct __sk_buff *skb)
 			x = (*(__u64 *)(buf + w * 8 + (pt->off0 & (PT_MAX_PATLEN - 1))) ^ pt->probe0) |
 			    (*(__u64 *)(buf + w * 8 + (pt->off1 & (PT_MAX_PATLEN - 1))) ^ pt->probe1) |
 			    s->off[i];
-			hz |= (x - ONES) & ~x & HIGHS;
+			hz |= HASZERO(x);
 		}
 		if (hz) {
 			s->cand_pos = s->pos + w * 8;

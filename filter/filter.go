@@ -24,6 +24,7 @@ const (
 	KindMethod                      // request method equals
 	KindURIEq                       // request target equals
 	KindURIPrefix                   // request target starts with
+	KindURIContains                 // request target contains
 )
 
 // Proto is a protocol presence bit (enum pt_proto).
@@ -70,6 +71,7 @@ const (
 	RegionUDPL4                    // UDP header and payload (Wireshark's udp)
 	RegionTCPPayload               // TCP payload
 	RegionUDPPayload               // UDP payload
+	RegionURI                      // the HTTP request target (KindURIContains)
 )
 
 // Limits of one filter, as the kernel program is built (headers/podtap.h).
@@ -235,6 +237,16 @@ func (p Pred) check() error {
 		if len(p.Bytes) == 0 || len(p.Bytes) > MaxMethod {
 			return fmt.Errorf("%s: a method is 1 to %d bytes", p.Text, MaxMethod)
 		}
+	case KindURIContains:
+		if len(p.Bytes) == 0 {
+			return fmt.Errorf("%s: empty pattern", p.Text)
+		}
+		if len(p.Bytes) > MaxPatLen {
+			return fmt.Errorf("%s: pattern is %d bytes, at most %d", p.Text, len(p.Bytes), MaxPatLen)
+		}
+		if strings.ContainsAny(string(p.Bytes), " \r\n") {
+			return fmt.Errorf("%s: a request target never contains a space, CR or LF, so this can never match", p.Text)
+		}
 	case KindURIEq, KindURIPrefix:
 		if len(p.Bytes) > MaxStrLen {
 			return fmt.Errorf("%s: URI is %d bytes, at most %d", p.Text, len(p.Bytes), MaxStrLen)
@@ -265,10 +277,15 @@ func (p *Program) Patterns() []PatternKey {
 	var out []PatternKey
 	seen := map[PatternKey]bool{}
 	for _, pr := range p.Preds {
-		if pr.Kind != KindPattern {
+		var k PatternKey
+		switch pr.Kind {
+		case KindPattern:
+			k = PatternKey{string(pr.Bytes), pr.Region}
+		case KindURIContains:
+			k = PatternKey{string(pr.Bytes), RegionURI}
+		default:
 			continue
 		}
-		k := PatternKey{string(pr.Bytes), pr.Region}
 		if !seen[k] {
 			seen[k] = true
 			out = append(out, k)
@@ -297,7 +314,7 @@ func (p *Program) Strings() []string {
 func (p *Program) NeedsHTTP() bool {
 	for _, pr := range p.Preds {
 		switch pr.Kind {
-		case KindHTTPRequest, KindMethod, KindURIEq, KindURIPrefix:
+		case KindHTTPRequest, KindMethod, KindURIEq, KindURIPrefix, KindURIContains:
 			return true
 		}
 	}

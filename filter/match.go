@@ -309,6 +309,8 @@ func (prog *Program) Match(f Frame, methods map[string]bool) (bool, uint64) {
 			v = isReq && bytes.Equal(req.URI, pr.Bytes)
 		case KindURIPrefix:
 			v = isReq && bytes.HasPrefix(req.URI, pr.Bytes)
+		case KindURIContains:
+			v = isReq && bytes.Contains(req.URI, pr.Bytes)
 		}
 		if v {
 			val |= 1 << i

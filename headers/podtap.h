@@ -154,9 +154,16 @@ struct pt_str {
 };
 
 /* The whole filter, fixed for one run and set before load. */
+/* pt_filter.flags */
+enum pt_filter_flags {
+	PT_F_URI_END = 1 << 0, /* some pattern searches the request target */
+};
+
 struct pt_filter {
 	__u32 npreds;
 	__u32 npats;
+	__u32 flags;
+	__u32 _pad;
 	__u64 http_preds;  /* predicates that need the request line */
 	__u64 scan_preds;  /* predicates decided by the payload scan */
 	__u8 code[PT_MAX_CODE];

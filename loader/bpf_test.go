@@ -28,6 +28,10 @@ func pattern(s string, r filter.Region) filter.Expr {
 	return filter.PredExpr{Pred: filter.Pred{Kind: filter.KindPattern, Bytes: []byte(s), Region: r, Text: fmt.Sprintf("%d contains %q", r, s)}}
 }
 
+func uriContains(s string) filter.Expr {
+	return filter.PredExpr{Pred: filter.Pred{Kind: filter.KindURIContains, Bytes: []byte(s), Text: fmt.Sprintf("http.request.uri contains %q", s)}}
+}
+
 func vlanID(id uint32, stag bool) filter.Expr {
 	return filter.PredExpr{Pred: filter.Pred{Kind: filter.KindVLAN, Value: id, STag: stag, Text: fmt.Sprint("vlan ", id)}}
 }
@@ -54,7 +58,9 @@ func TestParsePaths(t *testing.T) {
 		{"ipv4", base, true, true, false},
 		{"ipv4 options", with(func(s *frames.Spec) { s.IPOptions = []byte{0x94, 4, 0, 0, 1, 1, 1, 1} }), true, true, false},
 		{"ipv4 max options", with(func(s *frames.Spec) { s.IPOptions = bytes.Repeat([]byte{1}, 40) }), true, true, false},
-		{"tcp options", with(func(s *frames.Spec) { s.TCPOptions = []byte{2, 4, 5, 0xb4, 1, 3, 3, 7, 4, 2, 8, 10, 1, 2, 3, 4, 5, 6, 7, 8} }), true, true, false},
+		{"tcp options", with(func(s *frames.Spec) {
+			s.TCPOptions = []byte{2, 4, 5, 0xb4, 1, 3, 3, 7, 4, 2, 8, 10, 1, 2, 3, 4, 5, 6, 7, 8}
+		}), true, true, false},
 		{"ipv4 first fragment", with(func(s *frames.Spec) { s.MoreFrags = true }), true, true, false},
 		{"ipv4 later fragment", with(func(s *frames.Spec) { s.FragOffset = 185; s.MoreFrags = true }), false, false, false},
 		{"ipv4 last fragment", with(func(s *frames.Spec) { s.FragOffset = 1 }), false, false, false},
@@ -73,7 +79,11 @@ func TestParsePaths(t *testing.T) {
 			s.Ext = []uint8{frames.HopByHop, frames.DestOpts, frames.Routing, frames.Fragment, frames.DestOpts}
 		}), true, true, false},
 		{"ipv6 payload length 0", with(func(s *frames.Spec) { s.V6 = true; s.ZeroLength = true }), true, true, false},
-		{"ipv6 trailer", with(func(s *frames.Spec) { s.V6 = true; s.Payload = []byte("GET / HTTP/1.1\r\n"); s.Trailer = []byte("mytest") }), true, false, false},
+		{"ipv6 trailer", with(func(s *frames.Spec) {
+			s.V6 = true
+			s.Payload = []byte("GET / HTTP/1.1\r\n")
+			s.Trailer = []byte("mytest")
+		}), true, false, false},
 		{"vlan", with(func(s *frames.Spec) { s.VLANs = []frames.VLAN{{TPID: 0x8100, TCI: 42}} }), true, true, false},
 		{"vlan id 0", with(func(s *frames.Spec) { s.VLANs = []frames.VLAN{{TPID: 0x8100, TCI: 5 << 13}} }), true, true, false},
 		{"qinq 88a8+8100", with(func(s *frames.Spec) {
@@ -296,6 +306,17 @@ func TestHTTPRequestLine(t *testing.T) {
 		{"method with NULs", filter.URI("/x"), "POST\x00\x00 /x HTTP/1.1\r\n", false},
 		{"method with NULs is not the method", filter.Method("POST"), "POST\x00 /x HTTP/1.1\r\n", false},
 		{"long uri", filter.URI("/" + strings.Repeat("a", 127)), "GET /" + strings.Repeat("a", 127) + " HTTP/1.1\r\n", true},
+		{"uri contains", uriContains("test"), "GET /mytest?a=1 HTTP/1.1\r\n", true},
+		{"uri contains query", uriContains("a=1"), "GET /mytest?a=1 HTTP/1.1\r\n", true},
+		{"uri contains at target end", uriContains("a=1"), "GET /mytest?a=1", true},
+		{"uri contains: only in the version", uriContains("HTTP"), "GET /mytest HTTP/1.1\r\n", false},
+		{"uri contains: only in a header", uriContains("Host"), "GET /x HTTP/1.1\r\nHost: y\r\n", false},
+		{"uri contains: only in the method", uriContains("GE"), "GET /x HTTP/1.1\r\n", false},
+		{"uri contains: after CR (HTTP/0.9)", uriContains("zz"), "GET /x\r\nzz", false},
+		{"uri contains: no request", uriContains("mytest"), "get /mytest HTTP/1.1\r\n", false},
+		{"uri contains: long target", uriContains("needle"), "GET /" + strings.Repeat("a", 900) + "needle HTTP/1.1\r\n", true},
+		{"uri contains: after a long target", uriContains("needle"), "GET /" + strings.Repeat("a", 900) + " HTTP/1.1\r\nX: needle\r\n", false},
+		{"uri contains and payload contains", filter.AllOf(uriContains("my"), filter.Contains("Host")), "GET /my HTTP/1.1\r\nHost: y\r\n", true},
 		{"long uri one more", filter.URI("/" + strings.Repeat("a", 127)), "GET /" + strings.Repeat("a", 128) + " HTTP/1.1\r\n", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -123,7 +123,7 @@ func diffFrame(r *rand.Rand) []byte {
 }
 
 func diffPred(r *rand.Rand) filter.Pred {
-	switch r.IntN(11) {
+	switch r.IntN(12) {
 	case 0:
 		p := []filter.Proto{filter.ProtoVLAN, filter.ProtoIP4, filter.ProtoIP6, filter.ProtoTCP, filter.ProtoUDP}[r.IntN(5)]
 		return filter.Pred{Kind: filter.KindProto, Proto: p, Text: "proto"}
@@ -148,6 +148,8 @@ func diffPred(r *rand.Rand) filter.Pred {
 		return filter.Pred{Kind: filter.KindHTTPRequest, Text: "req"}
 	case 8:
 		return filter.Pred{Kind: filter.KindMethod, Bytes: []byte([]string{"GET", "POST", "PUT", "get"}[r.IntN(4)]), Text: "method"}
+	case 10:
+		return filter.Pred{Kind: filter.KindURIContains, Bytes: []byte([]string{"my", "test", "api", "=", "/", "?id"}[r.IntN(6)]), Text: "uri contains"}
 	case 9:
 		return filter.Pred{Kind: filter.KindURIEq, Bytes: []byte(diffURIs[r.IntN(len(diffURIs))]), Text: "uri"}
 	default:
@@ -203,7 +205,7 @@ func TestDifferential(t *testing.T) {
 		h := newHarness(t, expr, loader.Options{})
 		var patterns uint64
 		for i, p := range prog.Preds {
-			if p.Kind == filter.KindPattern {
+			if p.Kind == filter.KindPattern || p.Kind == filter.KindURIContains {
 				patterns |= 1 << i
 			}
 		}

@@ -227,6 +227,14 @@ func kernelFilter(p *filter.Program) (*podtapPtFilter, error) {
 		case filter.KindPattern:
 			kp.Idx = uint8(patIndex[filter.PatternKey{Bytes: string(pr.Bytes), Region: pr.Region}])
 			f.ScanPreds |= 1 << i
+		case filter.KindURIContains:
+			// A pattern searched in the request target, which the
+			// request-line stage finds first.
+			kp.Kind = uint8(filter.KindPattern)
+			kp.Idx = uint8(patIndex[filter.PatternKey{Bytes: string(pr.Bytes), Region: filter.RegionURI}])
+			f.ScanPreds |= 1 << i
+			f.HttpPreds |= 1 << i
+			f.Flags |= 1 // PT_F_URI_END
 		case filter.KindHTTPRequest:
 			f.HttpPreds |= 1 << i
 		case filter.KindMethod, filter.KindURIEq, filter.KindURIPrefix:

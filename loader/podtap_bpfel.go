@@ -39,6 +39,8 @@ type podtapPtFilter struct {
 	_         structs.HostLayout
 	Npreds    uint32
 	Npats     uint32
+	Flags     uint32
+	Pad       uint32
 	HttpPreds uint64
 	ScanPreds uint64
 	Code      [64]uint8
@@ -123,6 +125,8 @@ type podtapScratch struct {
 		L4Off  uint32
 		PlOff  uint32
 		IpEnd  uint32
+		UriOff uint32
+		UriEnd uint32
 		Sport  uint16
 		Dport  uint16
 		Protos uint8
