@@ -25,6 +25,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 volatile const __u32 cfg_snaplen = 0;     /* 0: whole packet */
 volatile const __u32 cfg_max_cap = 65536; /* copy buffer size, <= PT_MAX_CAP */
 volatile const __u32 cfg_scan_limit = 0;  /* 0: scan the whole packet */
+volatile const __u32 cfg_frame_off = 0;   /* offline: bytes of a made-up Ethernet header */
 volatile const struct pt_filter filter;
 
 /* Bytes examined per scan step, and what one step loads (with overlap). */
@@ -613,6 +614,7 @@ static __always_inline void region(const struct pkt *p, __u8 reg, __u32 *start, 
 	*stop = 0;
 	switch (reg) {
 	case PT_REG_FRAME:
+		*start = cfg_frame_off;
 		*stop = p->len;
 		return;
 	case PT_REG_URI:

@@ -17,6 +17,14 @@ type Interface struct {
 	Name        string // e.g. "shop/web-7d9c" or "veth1a2b"
 	Description string
 	Filter      string
+	LinkType    layers.LinkType // 0: Ethernet
+}
+
+func (i Interface) linkType() layers.LinkType {
+	if i.LinkType == 0 {
+		return layers.LinkTypeEthernet
+	}
+	return i.LinkType
 }
 
 // Stats close an interface's capture in pcapng (an Interface Statistics
@@ -46,12 +54,13 @@ type pcapWriter struct {
 	f *bufio.Writer
 }
 
-// NewPcap starts a pcap file on w. snaplen is the largest packet length
-// that will be written; it goes into the file header.
-func NewPcap(w io.Writer, snaplen uint32) (Writer, error) {
+// NewPcap starts a pcap file on w for packets of link type lt (0:
+// Ethernet). snaplen is the largest packet length that will be written;
+// it goes into the file header.
+func NewPcap(w io.Writer, snaplen uint32, lt layers.LinkType) (Writer, error) {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	pw := pcapgo.NewWriterNanos(bw)
-	if err := pw.WriteFileHeader(snaplen, layers.LinkTypeEthernet); err != nil {
+	if err := pw.WriteFileHeader(snaplen, Interface{LinkType: lt}.linkType()); err != nil {
 		return nil, fmt.Errorf("write pcap header: %w", err)
 	}
 	return &pcapWriter{w: pw, f: bw}, nil
@@ -104,7 +113,7 @@ func ngInterface(i Interface, snaplen uint32) pcapgo.NgInterface {
 		Description:         i.Description,
 		Filter:              i.Filter,
 		OS:                  runtime.GOOS,
-		LinkType:            layers.LinkTypeEthernet,
+		LinkType:            i.linkType(),
 		SnapLength:          snaplen,
 		TimestampResolution: 9,
 	}

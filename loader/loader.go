@@ -33,6 +33,9 @@ type Options struct {
 	Snaplen   uint32   // bytes of each packet kept; 0: the whole packet
 	ScanLimit uint32   // bytes of each packet searched for patterns; 0: all
 	RingSize  uint32   // ring buffer bytes, a power of two; 0: DefaultRingSize
+	// FrameOffset: frames start with this many bytes of an Ethernet header
+	// made up for offline input that had none; "frame" patterns skip them.
+	FrameOffset uint32
 }
 
 // Objects are the loaded programs and maps.
@@ -83,6 +86,15 @@ func (o *Objects) Counters() (Counters, error) {
 // Lost is the number of matched packets that never reached the ring.
 func (c Counters) Lost() uint64 { return c.LostRingbuf + c.LostLoad + c.LostScratch }
 
+// Test runs the ingress program once on frame with BPF_PROG_TEST_RUN, as
+// if the frame had arrived on an interface. What matches goes to the ring
+// buffer as usual. The kernel refuses (EINVAL) frames larger than about a
+// page and IP frames shorter than their IP header.
+func (o *Objects) Test(frame []byte) error {
+	_, err := o.objs.PodtapIngress.Run(&ebpf.RunOptions{Data: frame})
+	return err
+}
+
 // Close releases the programs and maps.
 func (o *Objects) Close() error { return o.objs.Close() }
 
@@ -122,6 +134,7 @@ func Load(opts Options) (*Objects, error) {
 		"cfg_snaplen":    opts.Snaplen,
 		"cfg_max_cap":    maxCap,
 		"cfg_scan_limit": opts.ScanLimit,
+		"cfg_frame_off":  opts.FrameOffset,
 		"filter":         f,
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {

@@ -168,6 +168,7 @@ const (
 	podtapMapScratch        = "scratch"
 	podtapProgPodtapEgress  = "podtap_egress"
 	podtapProgPodtapIngress = "podtap_ingress"
+	podtapVarCfgFrameOff    = "cfg_frame_off"
 	podtapVarCfgMaxCap      = "cfg_max_cap"
 	podtapVarCfgScanLimit   = "cfg_scan_limit"
 	podtapVarCfgSnaplen     = "cfg_snaplen"
@@ -236,6 +237,7 @@ type podtapMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type podtapVariableSpecs struct {
+	CfgFrameOff  *ebpf.VariableSpec `ebpf:"cfg_frame_off"`
 	CfgMaxCap    *ebpf.VariableSpec `ebpf:"cfg_max_cap"`
 	CfgScanLimit *ebpf.VariableSpec `ebpf:"cfg_scan_limit"`
 	CfgSnaplen   *ebpf.VariableSpec `ebpf:"cfg_snaplen"`
@@ -284,6 +286,7 @@ func (m *podtapMaps) Close() error {
 //
 // It can be passed to loadPodtapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type podtapVariables struct {
+	CfgFrameOff  *ebpf.Variable `ebpf:"cfg_frame_off"`
 	CfgMaxCap    *ebpf.Variable `ebpf:"cfg_max_cap"`
 	CfgScanLimit *ebpf.Variable `ebpf:"cfg_scan_limit"`
 	CfgSnaplen   *ebpf.Variable `ebpf:"cfg_snaplen"`

@@ -23,7 +23,7 @@ import (
 type captureConfig struct {
 	name string
 	args func(pod *sandbox.Pod, out string) []string // nil: no capture
-	tool string                                     // "podtap" or "tcpdump"
+	tool string                                      // "podtap" or "tcpdump"
 }
 
 func captureConfigs(o options) []captureConfig {

@@ -43,6 +43,7 @@ type captureFlags struct {
 	iface     string
 	netns     string
 	pid       int
+	read      string
 	contains  []string
 	uri       []string
 	uriPrefix []string
@@ -69,6 +70,7 @@ func newCaptureFlags(stdout io.Writer) (*pflag.FlagSet, *captureFlags) {
 	fs.StringVarP(&f.iface, "interface", "i", "", "capture on this host interface")
 	fs.StringVar(&f.netns, "netns", "", "capture on the host end of the veth into this network namespace (name or path)")
 	fs.IntVar(&f.pid, "pid", 0, "capture on the host end of the veth into this process's network namespace")
+	fs.StringVarP(&f.read, "read", "r", "", "filter the packets of this pcap/pcapng file with the same kernel program, offline")
 	fs.StringArrayVar(&f.contains, "contains", nil, "TCP/UDP payload contains this string (repeatable: all must occur)")
 	fs.StringArrayVar(&f.uri, "uri", nil, "HTTP/1.x request target equals this, query included, compared raw")
 	fs.StringArrayVar(&f.uriPrefix, "uri-prefix", nil, "HTTP/1.x request target starts with this")
@@ -124,13 +126,13 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 		return usageErrorf("unexpected argument %q (pod names need the Kubernetes support; use --netns, --pid or -i)", fs.Arg(0))
 	}
 	nTargets := 0
-	for _, set := range []bool{f.iface != "", f.netns != "", fs.Changed("pid")} {
+	for _, set := range []bool{f.iface != "", f.netns != "", fs.Changed("pid"), f.read != ""} {
 		if set {
 			nTargets++
 		}
 	}
 	if nTargets != 1 {
-		return usageErrorf("give exactly one target: -i IFACE, --netns NAME or --pid PID")
+		return usageErrorf("give exactly one target: -i IFACE, --netns NAME, --pid PID, or -r FILE")
 	}
 	out, err := openOutput(f.write, stdout)
 	if err != nil {
@@ -138,6 +140,10 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 	}
 	if f.verbose {
 		slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	}
+	if f.read != "" {
+		c := &capture{flags: f, prog: prog, out: out, stderr: stderr}
+		return c.runOffline(f.read)
 	}
 
 	var t *target.Target
@@ -354,38 +360,49 @@ func (c *capture) describeTargets() string {
 	return strings.Join(parts, ", ")
 }
 
+func (c *capture) isPcapng() bool { return c.out.pcapng || c.flags.pcapng }
+
+// openWriter starts the output with one interface per target.
 func (c *capture) openWriter() error {
+	var ifaces []decode.Interface
+	c.ifaces = map[uint32]ifaceInfo{}
+	for i, t := range c.targets {
+		desc := decode.Interface{Name: t.Ifname, Description: t.Name, Filter: c.prog.Text}
+		if t.PodView {
+			desc.Description = fmt.Sprintf("%s: host end of the pod's %s; directions as the pod sees them", t.Name, t.PodIf)
+		}
+		ifaces = append(ifaces, desc)
+		id := 0
+		if c.isPcapng() {
+			id = i
+		}
+		c.ifaces[uint32(t.Ifindex)] = ifaceInfo{id: id, target: t}
+	}
+	return c.openWriterFor(ifaces)
+}
+
+// openWriterFor starts pcap, or pcapng with these interfaces in order.
+func (c *capture) openWriterFor(ifaces []decode.Interface) error {
 	snap := uint32(loader.MaxCapture)
 	if c.flags.snaplen != 0 {
 		snap = c.flags.snaplen
 	}
-	c.ifaces = map[uint32]ifaceInfo{}
-	if c.out.pcapng || c.flags.pcapng {
-		var err error
-		for i, t := range c.targets {
-			desc := decode.Interface{Name: t.Ifname, Description: t.Name, Filter: c.prog.Text}
-			if t.PodView {
-				desc.Description = fmt.Sprintf("%s: host end of the pod's %s; directions as the pod sees them", t.Name, t.PodIf)
-			}
-			id := 0
-			if i == 0 {
-				c.writer, err = decode.NewPcapng(c.out.w, snap, desc, "podtap "+version)
-			} else {
-				id, err = c.writer.AddInterface(desc)
-			}
-			if err != nil {
-				return err
-			}
-			c.ifaces[uint32(t.Ifindex)] = ifaceInfo{id: id, target: t}
+	if !c.isPcapng() {
+		w, err := decode.NewPcap(c.out.w, snap, ifaces[0].LinkType)
+		c.writer = w
+		return err
+	}
+	w, err := decode.NewPcapng(c.out.w, snap, ifaces[0], "podtap "+version)
+	if err != nil {
+		return err
+	}
+	for _, i := range ifaces[1:] {
+		if _, err := w.AddInterface(i); err != nil {
+			return err
 		}
-		return nil
 	}
-	for _, t := range c.targets {
-		c.ifaces[uint32(t.Ifindex)] = ifaceInfo{target: t}
-	}
-	w, err := decode.NewPcap(c.out.w, snap)
 	c.writer = w
-	return err
+	return nil
 }
 
 // loop reads records until the context ends, -c is reached, or the
@@ -474,7 +491,7 @@ func (c *capture) handle(raw []byte, clock *decode.Clock) error {
 	}
 	dir := hookDirection(p.Hook, info.target)
 	comment := ""
-	if c.out.pcapng || c.flags.pcapng {
+	if c.isPcapng() {
 		comment = fmt.Sprintf("podtap %s %s", info.target.Name, dir)
 		if d := c.prog.Describe(p.Preds); d != "" {
 			comment += "; matched: " + d
