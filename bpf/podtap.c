@@ -306,6 +306,23 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	return PARSE_NOT_IP;
 }
 
+/*
+ * A length the verifier can check: n, known here to be in [1, max], rebuilt
+ * so that verifiers before 6.8, which learn no lower bound from "n != 0",
+ * see that it is at least 1. pow2 is a power of two no less than max.
+ */
+static __always_inline __u32 checked_len(__u32 n, __u32 pow2, __u32 max)
+{
+	__u32 m = n - 1;
+
+	asm volatile("" : "+r"(m));
+	m &= pow2 - 1;
+	m += 1;
+	if (m > max)
+		m = max;
+	return m;
+}
+
 static __always_inline int cmp_op(__u8 op, __u32 a, __u32 b)
 {
 	switch (op) {
@@ -443,7 +460,7 @@ __attribute__((noinline)) int uri_end_step(struct __sk_buff *skb)
 	n = p->ip_end - p->uri_end;
 	if (n > SCAN_CHUNK)
 		n = SCAN_CHUNK;
-	if (n < 1 || bpf_skb_load_bytes(skb, p->uri_end, sc->scan, n)) {
+	if (n < 1 || bpf_skb_load_bytes(skb, p->uri_end, sc->scan, checked_len(n, 256, SCAN_CHUNK))) {
 		p->uri_end = p->ip_end;
 		return 1;
 	}
@@ -489,8 +506,7 @@ static __always_inline void http_preds(struct __sk_buff *skb, struct pkt *p,
 	if (avail >= 2) {
 		__u32 n = avail < sizeof(line) ? avail : sizeof(line);
 
-		asm volatile("" : "+r"(n));
-		if (n <= sizeof(line) && bpf_skb_load_bytes(skb, p->pl_off, line, n) == 0) {
+		if (bpf_skb_load_bytes(skb, p->pl_off, line, checked_len(n, 32, sizeof(line))) == 0) {
 			for (int i = 1; i < (int)sizeof(line); i++) {
 				if (i >= n)
 					break;
@@ -546,7 +562,7 @@ static __always_inline void http_preds(struct __sk_buff *skb, struct pkt *p,
 			if (n == 0)
 				v = 1;
 			else if (uri_off + n <= p->ip_end &&
-				 bpf_skb_load_bytes(skb, uri_off, sc->str, n) == 0 &&
+				 bpf_skb_load_bytes(skb, uri_off, sc->str, checked_len(n, 256, PT_MAX_STRLEN + 1)) == 0 &&
 				 str_eq(sc->str, pr->idx))
 				v = pr->kind == PT_P_URI_PREFIX || ends ||
 				    is_uri_end(sc->str[slen]);
@@ -670,7 +686,7 @@ static __always_inline void scan_verify(struct __sk_buff *skb, struct scan_state
 	n = s->end - at;
 	if (n > PT_MAX_PATLEN)
 		n = PT_MAX_PATLEN;
-	if (n < 1 || bpf_skb_load_bytes(skb, at, buf, n)) {
+	if (n < 1 || bpf_skb_load_bytes(skb, at, buf, checked_len(n, 64, PT_MAX_PATLEN))) {
 		s->err = 1;
 		return;
 	}
@@ -714,7 +730,7 @@ __attribute__((noinline)) int scan_step(struct __sk_buff *skb)
 	n = s->end - s->pos;
 	if (n > SCAN_LOAD)
 		n = SCAN_LOAD;
-	if (n < 1 || bpf_skb_load_bytes(skb, s->pos, buf, n)) {
+	if (n < 1 || bpf_skb_load_bytes(skb, s->pos, buf, checked_len(n, 512, SCAN_LOAD))) {
 		s->err = 1;
 		return 1;
 	}
@@ -837,11 +853,11 @@ static __always_inline void emit(struct __sk_buff *skb, __u32 len, __u8 dir,
 		cap = cfg_max_cap;
 		flags |= PT_REC_CUT_BUFFER;
 	}
-	asm volatile("" : "+r"(cap));
-	if (cap < 1 || cap > cfg_max_cap || cap > PT_MAX_CAP) {
+	if (cap < 1) {
 		c->lost_load++;
 		return;
 	}
+	cap = checked_len(cap, PT_MAX_CAP, cfg_max_cap);
 	if (bpf_skb_load_bytes(skb, 0, b->data, cap)) {
 		c->lost_load++;
 		return;

@@ -2,6 +2,7 @@ package decode
 
 import (
 	"bufio"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"runtime"
@@ -43,6 +44,9 @@ type Writer interface {
 	WritePacket(id int, p Packet, dir Direction, comment string) error
 	// WriteStats records an interface's totals (pcapng only).
 	WriteStats(id int, s Stats) error
+	// WriteNote records a timestamped comment about interface id, such as
+	// a memory sample, between the packets (pcapng only).
+	WriteNote(id int, t time.Time, comment string) error
 	// Flush pushes buffered packets to the underlying writer.
 	Flush() error
 }
@@ -74,6 +78,8 @@ func (p *pcapWriter) WritePacket(_ int, pk Packet, _ Direction, _ string) error 
 
 func (p *pcapWriter) WriteStats(int, Stats) error { return nil }
 
+func (p *pcapWriter) WriteNote(int, time.Time, string) error { return nil }
+
 func (p *pcapWriter) Flush() error { return p.f.Flush() }
 
 func captureInfo(p Packet, iface int) gopacket.CaptureInfo {
@@ -89,6 +95,7 @@ func captureInfo(p Packet, iface int) gopacket.CaptureInfo {
 // direction of each packet, and a comment saying why it was captured.
 type pcapngWriter struct {
 	w       *pcapgo.NgWriter
+	raw     io.Writer // under w, for blocks pcapgo does not write
 	snaplen uint32
 }
 
@@ -104,7 +111,7 @@ func NewPcapng(w io.Writer, snaplen uint32, first Interface, application string)
 	if err != nil {
 		return nil, fmt.Errorf("write pcapng header: %w", err)
 	}
-	return &pcapngWriter{w: nw, snaplen: snaplen}, nil
+	return &pcapngWriter{w: nw, raw: w, snaplen: snaplen}, nil
 }
 
 func ngInterface(i Interface, snaplen uint32) pcapgo.NgInterface {
@@ -148,3 +155,31 @@ func (p *pcapngWriter) WriteStats(id int, s Stats) error {
 }
 
 func (p *pcapngWriter) Flush() error { return p.w.Flush() }
+
+// WriteNote writes an Interface Statistics Block that carries only its
+// timestamp and a comment (pcapgo writes no ISB comments). Readers that do
+// not look at comments skip it like any statistics block.
+func (p *pcapngWriter) WriteNote(id int, t time.Time, comment string) error {
+	if err := p.w.Flush(); err != nil {
+		return err
+	}
+	text := []byte(comment)
+	pad := (4 - len(text)%4) % 4
+	total := 12 + 8 + 4 + len(text) + pad + 4 + 4 // header, timestamp, option, end, trailer
+	b := make([]byte, 0, total)
+	le := binary.LittleEndian
+	b = le.AppendUint32(b, 0x00000005) // Interface Statistics Block
+	b = le.AppendUint32(b, uint32(total))
+	b = le.AppendUint32(b, uint32(id))
+	ns := uint64(t.UnixNano()) // the interface's resolution is nanoseconds
+	b = le.AppendUint32(b, uint32(ns>>32))
+	b = le.AppendUint32(b, uint32(ns))
+	b = le.AppendUint16(b, 1) // opt_comment
+	b = le.AppendUint16(b, uint16(len(text)))
+	b = append(b, text...)
+	b = append(b, make([]byte, pad)...)
+	b = le.AppendUint32(b, 0) // opt_endofopt
+	b = le.AppendUint32(b, uint32(total))
+	_, err := p.raw.Write(b)
+	return err
+}

@@ -67,14 +67,16 @@ traffic() {
 capture() {
 	local name=$1
 	shift
-	tcpdump -i "$HOSTIF" -w "$OUT/$name-full.pcap" -U 2>/dev/null &
+	tcpdump -i "$HOSTIF" -w "$OUT/$name-full.pcap" --immediate-mode -B 65536 -Z root 2>"$OUT/$name-full.log" &
 	local td=$!
 	"$BIN/podtap" capture --netns "$NS" -q "$@" 2>"$OUT/$name.log" &
 	local pt=$!
-	for _ in $(seq 100); do grep -q "capturing on" "$OUT/$name.log" && break; sleep 0.05; done
-	sleep 0.5 # tcpdump attaches too
+	for _ in $(seq 200); do
+		grep -q "capturing on" "$OUT/$name.log" && grep -q "listening on" "$OUT/$name-full.log" && break
+		sleep 0.05
+	done
 	traffic
-	sleep 0.3
+	sleep 0.5 # tcpdump stops reading at SIGINT: let it catch up
 	kill -INT "$pt" "$td"
 	wait "$pt"
 	wait "$td" || true

@@ -45,8 +45,14 @@ func newHarness(t testing.TB, e filter.Expr, opts loader.Options) *harness {
 		t.Fatal(err)
 	}
 	h := &harness{t: t, objs: objs, rd: rd, clock: clock}
-	t.Cleanup(func() { rd.Close(); objs.Close() })
+	t.Cleanup(h.close)
 	return h
+}
+
+// close releases the program and its maps; it may be called again.
+func (h *harness) close() {
+	h.rd.Close()
+	h.objs.Close()
 }
 
 // run passes frame through the ingress program and returns the packet it

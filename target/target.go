@@ -13,6 +13,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Target is one capture point.
@@ -92,7 +93,9 @@ func PID(pid int) (*Target, error) {
 // own namespace, and returns that peer. eth0 is preferred when a pod has
 // several.
 func podPeer(ns netns.NsHandle) (*Target, error) {
-	h, err := netlink.NewHandleAt(ns)
+	// Only rtnetlink: asking for every family fails where the kernel
+	// cannot load, say, the xfrm module.
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("open netlink in namespace: %w", err)
 	}

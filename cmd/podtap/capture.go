@@ -58,6 +58,9 @@ type captureFlags struct {
 	ringSize  uint32
 	scanLimit uint32
 	attach    string
+	memEvery  time.Duration
+	memCgroup string
+	memFile   string
 	quiet     bool
 	verbose   bool
 }
@@ -85,6 +88,9 @@ func newCaptureFlags(stdout io.Writer) (*pflag.FlagSet, *captureFlags) {
 	fs.Uint32Var(&f.ringSize, "buffer-size", loader.DefaultRingSize, "kernel ring buffer size in bytes (a power of two)")
 	fs.Uint32Var(&f.scanLimit, "scan-limit", 0, "bytes of each packet searched for --contains; 0: all (cut scans are counted)")
 	fs.StringVar(&f.attach, "attach", string(loader.ModeAuto), "how to attach: auto (TCX if the kernel has it, else legacy tc), tcx or legacy")
+	fs.DurationVar(&f.memEvery, "mem-interval", time.Second, "sample the target's cgroup memory this often and record it with the packets; 0: off")
+	fs.StringVar(&f.memCgroup, "mem-cgroup", "", "the memory cgroup directory to sample (default: the target process's or pod's)")
+	fs.StringVar(&f.memFile, "mem-file", "", "write memory samples as JSON lines here (default with -w FILE: FILE's name with .mem.jsonl)")
 	fs.BoolVarP(&f.quiet, "quiet", "q", false, "no live counter line on a terminal")
 	fs.BoolVarP(&f.verbose, "verbose", "v", false, "log what podtap does")
 	fs.Usage = func() {
@@ -115,6 +121,9 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 	}
 	if f.duration < 0 {
 		return usageErrorf("--duration %s: want 0 or more", f.duration)
+	}
+	if f.memEvery < 0 {
+		return usageErrorf("--mem-interval %s: want 0 or more", f.memEvery)
 	}
 	if f.snaplen > loader.MaxCapture {
 		return usageErrorf("--snaplen %d: at most %d (libpcap's limit)", f.snaplen, loader.MaxCapture)
@@ -177,6 +186,30 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 		stderr:  stderr,
 	}
 	return c.run(ctx)
+}
+
+// startMemory starts recording the target's memory, if asked and found.
+func (c *capture) startMemory() error {
+	if c.flags.memEvery == 0 {
+		return nil
+	}
+	dir, err := memCgroupFor(c.flags, c.targets[0])
+	if err != nil {
+		if c.flags.memCgroup != "" {
+			return fmt.Errorf("--mem-cgroup: %w", err)
+		}
+		fmt.Fprintf(c.stderr, "podtap: not recording memory: %v\n", err)
+		return nil
+	}
+	if dir == "" {
+		return nil // an interface has no cgroup; --mem-cgroup names one
+	}
+	side := c.flags.memFile
+	if side == "" && c.out.file != nil {
+		side = sideFileFor(c.out.name)
+	}
+	c.mem, err = newMemRecorder(dir, c.targets[0].Name, c.flags.memEvery, side)
+	return err
 }
 
 // filterProgram builds the filter from the shortcut flags.
@@ -257,6 +290,7 @@ type capture struct {
 	out     *output
 	stderr  io.Writer
 
+	mem     *memRecorder
 	objs    *loader.Objects
 	attach  []*loader.Attachment
 	ifaces  map[uint32]ifaceInfo
@@ -313,6 +347,15 @@ func (c *capture) run(ctx context.Context) (err error) {
 		}
 	}()
 
+	if err := c.startMemory(); err != nil {
+		return err
+	}
+	defer func() {
+		if merr := c.mem.close(); merr != nil && err == nil {
+			err = merr
+		}
+	}()
+
 	c.start = time.Now()
 	for _, t := range c.targets {
 		a, err := c.objs.Attach(t.Ifindex, c.mode)
@@ -333,6 +376,7 @@ func (c *capture) run(ctx context.Context) (err error) {
 	if loopErr == nil {
 		loopErr = c.drain(rd, clock)
 	}
+	c.mem.sampleNow(time.Now(), c.writer) // a last sample, at the end
 	flushErr := c.writer.Flush()
 	counters, cerr := c.objs.Counters()
 	if cerr == nil {
@@ -341,6 +385,7 @@ func (c *capture) run(ctx context.Context) (err error) {
 			flushErr = ferr
 		}
 		c.summary(counters)
+		c.mem.summary(c.stderr)
 	}
 	return errors.Join(loopErr, detachErr, flushErr, cerr)
 }
@@ -428,6 +473,7 @@ func (c *capture) loop(ctx context.Context, rd *ringbuf.Reader, clock *decode.Cl
 			return nil
 		default:
 		}
+		c.mem.maybeSample(time.Now(), c.writer)
 		rd.SetDeadline(time.Now().Add(100 * time.Millisecond))
 		err := rd.ReadInto(&rec)
 		switch {
@@ -495,6 +541,9 @@ func (c *capture) handle(raw []byte, clock *decode.Clock) error {
 		comment = fmt.Sprintf("podtap %s %s", info.target.Name, dir)
 		if d := c.prog.Describe(p.Preds); d != "" {
 			comment += "; matched: " + d
+		}
+		if m := c.mem.takePending(); m != "" {
+			comment += "; " + m
 		}
 	}
 	if err := c.writer.WritePacket(info.id, p, dir, comment); err != nil {

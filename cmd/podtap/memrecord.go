@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/podtap/podtap/decode"
+	"github.com/podtap/podtap/mem"
+	"github.com/podtap/podtap/target"
+)
+
+// memRecorder samples a cgroup's memory while podtap captures, on the
+// packets' clock: into the capture (pcapng notes, and the comment of the
+// next packet written) and into a JSON-lines side file.
+type memRecorder struct {
+	dir      string // cgroup directory
+	target   string
+	interval time.Duration
+	next     time.Time
+	side     *os.File
+	sideW    *bufio.Writer
+	pending  string // for the next packet's comment
+	samples  int
+	min, max uint64
+	last     mem.Stats
+	failed   error // the first failed read; sampling stops there
+}
+
+// memSampleJSON is one line of the side file.
+type memSampleJSON struct {
+	Kind     string `json:"kind"` // "memory"
+	Time     string `json:"time"`
+	UnixNano int64  `json:"unix_nano"`
+	Target   string `json:"target"`
+	memStatsJSON
+	KubectlTop string `json:"kubectl_top"`
+}
+
+// memCgroupFor finds the memory cgroup to record for a capture: the one
+// given, the process's, or the deepest cgroup holding every process of the
+// network namespace (a pod's cgroup when it has several containers).
+func memCgroupFor(f *captureFlags, t *target.Target) (string, error) {
+	switch {
+	case f.memCgroup != "":
+		return f.memCgroup, nil
+	case f.pid > 0:
+		return mem.CgroupOfPID(f.pid)
+	case f.netns != "":
+		pids, err := target.ProcessesInNetns(target.NetnsPath(f.netns))
+		if err != nil {
+			return "", err
+		}
+		if len(pids) == 0 {
+			return "", errors.New("no process runs in the network namespace")
+		}
+		var dirs []string
+		for _, pid := range pids {
+			d, err := mem.CgroupOfPID(pid)
+			if err == nil {
+				dirs = append(dirs, d)
+			}
+		}
+		if len(dirs) == 0 {
+			return "", fmt.Errorf("no memory cgroup found for processes %v", pids)
+		}
+		return commonDir(dirs), nil
+	}
+	return "", nil
+}
+
+func commonDir(dirs []string) string {
+	common := strings.Split(filepath.Clean(dirs[0]), "/")
+	for _, d := range dirs[1:] {
+		parts := strings.Split(filepath.Clean(d), "/")
+		n := 0
+		for n < len(common) && n < len(parts) && common[n] == parts[n] {
+			n++
+		}
+		common = common[:n]
+	}
+	return strings.Join(common, "/")
+}
+
+// newMemRecorder starts recording dir; sidePath "" means no side file.
+func newMemRecorder(dir, targetName string, interval time.Duration, sidePath string) (*memRecorder, error) {
+	m := &memRecorder{dir: dir, target: targetName, interval: interval}
+	if sidePath != "" {
+		f, err := os.OpenFile(sidePath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("create memory file: %w", err)
+		}
+		if err := f.Chmod(0o600); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("restrict memory file %s: %w", sidePath, err)
+		}
+		m.side, m.sideW = f, bufio.NewWriter(f)
+	}
+	return m, nil
+}
+
+// sideFileFor names the side file of a capture file: out.pcap -> out.mem.jsonl.
+func sideFileFor(out string) string {
+	return strings.TrimSuffix(out, filepath.Ext(out)) + ".mem.jsonl"
+}
+
+// maybeSample takes a sample when one is due.
+func (m *memRecorder) maybeSample(now time.Time, w decode.Writer) {
+	if m == nil || m.failed != nil || now.Before(m.next) {
+		return
+	}
+	m.next = now.Add(m.interval)
+	s, err := mem.Read(m.dir)
+	if err != nil {
+		m.failed = err
+		return
+	}
+	m.samples++
+	if m.samples == 1 || s.WorkingSet < m.min {
+		m.min = s.WorkingSet
+	}
+	m.max = max(m.max, s.WorkingSet)
+	m.last = s
+	line := fmt.Sprintf("memory of %s at %s: working set %s (kubectl top %s), usage %s, inactive file %s",
+		m.target, now.Format("15:04:05.000"), mem.Human(s.WorkingSet), mem.KubectlTop(s.WorkingSet), mem.Human(s.Usage), mem.Human(s.InactiveFile))
+	if !s.Unlimited {
+		line += ", limit " + mem.Human(s.Limit)
+	}
+	m.pending = line
+	w.WriteNote(0, now, line)
+	if m.sideW != nil {
+		b, _ := json.Marshal(memSampleJSON{
+			Kind: "memory", Time: now.Format(time.RFC3339Nano), UnixNano: now.UnixNano(), Target: m.target,
+			memStatsJSON: statsJSON(s), KubectlTop: mem.KubectlTop(s.WorkingSet),
+		})
+		m.sideW.Write(append(b, '\n'))
+	}
+}
+
+// sampleNow takes a sample whether or not one is due.
+func (m *memRecorder) sampleNow(now time.Time, w decode.Writer) {
+	if m != nil {
+		m.next = time.Time{}
+		m.maybeSample(now, w)
+	}
+}
+
+// takePending returns the sample not yet attached to a packet.
+func (m *memRecorder) takePending() string {
+	if m == nil {
+		return ""
+	}
+	p := m.pending
+	m.pending = ""
+	return p
+}
+
+func (m *memRecorder) close() error {
+	if m == nil || m.side == nil {
+		return nil
+	}
+	err := m.sideW.Flush()
+	if cerr := m.side.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write memory file: %w", err)
+	}
+	return nil
+}
+
+func (m *memRecorder) summary(w io.Writer) {
+	if m == nil {
+		return
+	}
+	if m.samples > 0 {
+		fmt.Fprintf(w, "podtap: memory of %s (%s): working set min %s, max %s, last %s (kubectl top %s), %d samples",
+			m.target, m.dir, mem.Human(m.min), mem.Human(m.max), mem.Human(m.last.WorkingSet), mem.KubectlTop(m.last.WorkingSet), m.samples)
+		if m.side != nil {
+			fmt.Fprintf(w, " in %s", m.side.Name())
+		}
+		fmt.Fprintln(w)
+	}
+	if m.failed != nil {
+		fmt.Fprintf(w, "podtap: memory sampling stopped: %v\n", m.failed)
+	}
+}
