@@ -26,6 +26,10 @@ type Target struct {
 	// receives; directions are reported from the pod's point of view.
 	PodView bool
 	PodIf   string // the pod-side interface name, with PodView
+	// Key names a pod as namespace/name, for pcapng interface names.
+	Key string
+	// MemCgroup is the memory cgroup to sample during a capture, if any.
+	MemCgroup string
 }
 
 // Interface targets a host interface by name.

@@ -14,12 +14,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cilium/ebpf/ringbuf"
-	"github.com/cilium/ebpf/rlimit"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
 
-	"github.com/podtap/podtap/decode"
 	"github.com/podtap/podtap/filter"
 	"github.com/podtap/podtap/loader"
 	"github.com/podtap/podtap/target"
@@ -143,14 +140,14 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 	if nTargets != 1 {
 		return usageErrorf("give exactly one target: -i IFACE, --netns NAME, --pid PID, or -r FILE")
 	}
-	out, err := openOutput(f.write, stdout)
-	if err != nil {
-		return err
-	}
 	if f.verbose {
 		slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	}
 	if f.read != "" {
+		out, err := openOutput(f.write, stdout)
+		if err != nil {
+			return err
+		}
 		c := &capture{flags: f, prog: prog, out: out, stderr: stderr}
 		return c.runOffline(f.read)
 	}
@@ -170,6 +167,19 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if f.memEvery > 0 {
+		t.MemCgroup, err = memCgroupFor(f)
+		if err != nil {
+			if f.memCgroup != "" {
+				return fmt.Errorf("--mem-cgroup: %w", err)
+			}
+			fmt.Fprintf(stderr, "podtap: not recording memory: %v\n", err)
+		}
+	}
+	out, err := openOutput(f.write, stdout)
+	if err != nil {
+		return err
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -177,39 +187,8 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 	// before it detaches: take SIGPIPE as an error from write instead.
 	signal.Ignore(syscall.SIGPIPE)
 
-	c := &capture{
-		flags:   f,
-		prog:    prog,
-		mode:    mode,
-		targets: []*target.Target{t},
-		out:     out,
-		stderr:  stderr,
-	}
-	return c.run(ctx)
-}
-
-// startMemory starts recording the target's memory, if asked and found.
-func (c *capture) startMemory() error {
-	if c.flags.memEvery == 0 {
-		return nil
-	}
-	dir, err := memCgroupFor(c.flags, c.targets[0])
-	if err != nil {
-		if c.flags.memCgroup != "" {
-			return fmt.Errorf("--mem-cgroup: %w", err)
-		}
-		fmt.Fprintf(c.stderr, "podtap: not recording memory: %v\n", err)
-		return nil
-	}
-	if dir == "" {
-		return nil // an interface has no cgroup; --mem-cgroup names one
-	}
-	side := c.flags.memFile
-	if side == "" && c.out.file != nil {
-		side = sideFileFor(c.out.name)
-	}
-	c.mem, err = newMemRecorder(dir, c.targets[0].Name, c.flags.memEvery, side)
-	return err
+	c := &capture{flags: f, prog: prog, mode: mode, out: out, stderr: stderr}
+	return c.run(ctx, []*target.Target{t}, nil)
 }
 
 // filterProgram builds the filter from the shortcut flags.
@@ -279,371 +258,6 @@ func openOutput(path string, stdout io.Writer) (*output, error) {
 	}
 	o.w, o.file = f, f
 	return o, nil
-}
-
-// capture is one run of podtap capture.
-type capture struct {
-	flags   *captureFlags
-	prog    *filter.Program
-	mode    loader.Mode
-	targets []*target.Target
-	out     *output
-	stderr  io.Writer
-
-	mem     *memRecorder
-	objs    *loader.Objects
-	attach  []*loader.Attachment
-	ifaces  map[uint32]ifaceInfo
-	writer  decode.Writer
-	written uint64
-	skipped uint64 // records read after -c was reached
-	invalid uint64 // records that did not decode
-	start   time.Time
-}
-
-type ifaceInfo struct {
-	id     int
-	target *target.Target
-}
-
-func (c *capture) run(ctx context.Context) (err error) {
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return fmt.Errorf("lift memlock limit: %w", err)
-	}
-	if stale, err := loader.RemoveStale(); err != nil {
-		return fmt.Errorf("remove filters left by a killed podtap: %w", err)
-	} else {
-		for _, s := range stale {
-			fmt.Fprintf(c.stderr, "podtap: removed %s tc filter %s left on %s by a podtap that is gone\n", s.Hook, s.Name, s.Ifname)
-		}
-	}
-	c.objs, err = loader.Load(loader.Options{
-		Filter:    c.prog,
-		Snaplen:   c.flags.snaplen,
-		ScanLimit: c.flags.scanLimit,
-		RingSize:  c.flags.ringSize,
-	})
-	if err != nil {
-		return err
-	}
-	defer c.objs.Close()
-	rd, err := ringbuf.NewReader(c.objs.Events())
-	if err != nil {
-		return fmt.Errorf("open ring buffer: %w", err)
-	}
-	defer rd.Close()
-	clock, err := decode.NewClock()
-	if err != nil {
-		return err
-	}
-	if err := c.openWriter(); err != nil {
-		return err
-	}
-	defer func() {
-		if c.out.file != nil {
-			if cerr := c.out.file.Close(); cerr != nil && err == nil {
-				err = fmt.Errorf("close capture file: %w", cerr)
-			}
-		}
-	}()
-
-	if err := c.startMemory(); err != nil {
-		return err
-	}
-	defer func() {
-		if merr := c.mem.close(); merr != nil && err == nil {
-			err = merr
-		}
-	}()
-
-	c.start = time.Now()
-	for _, t := range c.targets {
-		a, err := c.objs.Attach(t.Ifindex, c.mode)
-		if err != nil {
-			c.detach()
-			return fmt.Errorf("%s (%s): %w", t.Name, t.Ifname, err)
-		}
-		slog.Debug("attached", "target", t.Name, "ifname", t.Ifname, "ifindex", t.Ifindex, "mode", a.Mode)
-		c.attach = append(c.attach, a)
-	}
-	defer c.detach()
-	fmt.Fprintf(c.stderr, "podtap: capturing on %s, filter: %s\n", c.describeTargets(), c.filterText())
-
-	loopErr := c.loop(ctx, rd, clock)
-	// Detach first, then take what is still in the ring, so that the
-	// counters read below are final.
-	detachErr := c.detach()
-	if loopErr == nil {
-		loopErr = c.drain(rd, clock)
-	}
-	c.mem.sampleNow(time.Now(), c.writer) // a last sample, at the end
-	flushErr := c.writer.Flush()
-	counters, cerr := c.objs.Counters()
-	if cerr == nil {
-		c.writeStats(counters)
-		if ferr := c.writer.Flush(); flushErr == nil {
-			flushErr = ferr
-		}
-		c.summary(counters)
-		c.mem.summary(c.stderr)
-	}
-	return errors.Join(loopErr, detachErr, flushErr, cerr)
-}
-
-func (c *capture) filterText() string {
-	if c.prog.Text == "" {
-		return "none (every packet)"
-	}
-	return c.prog.Text
-}
-
-func (c *capture) describeTargets() string {
-	var parts []string
-	for _, t := range c.targets {
-		parts = append(parts, fmt.Sprintf("%s (%s)", t.Name, t.Ifname))
-	}
-	return strings.Join(parts, ", ")
-}
-
-func (c *capture) isPcapng() bool { return c.out.pcapng || c.flags.pcapng }
-
-// openWriter starts the output with one interface per target.
-func (c *capture) openWriter() error {
-	var ifaces []decode.Interface
-	c.ifaces = map[uint32]ifaceInfo{}
-	for i, t := range c.targets {
-		desc := decode.Interface{Name: t.Ifname, Description: t.Name, Filter: c.prog.Text}
-		if t.PodView {
-			desc.Description = fmt.Sprintf("%s: host end of the pod's %s; directions as the pod sees them", t.Name, t.PodIf)
-		}
-		ifaces = append(ifaces, desc)
-		id := 0
-		if c.isPcapng() {
-			id = i
-		}
-		c.ifaces[uint32(t.Ifindex)] = ifaceInfo{id: id, target: t}
-	}
-	return c.openWriterFor(ifaces)
-}
-
-// openWriterFor starts pcap, or pcapng with these interfaces in order.
-func (c *capture) openWriterFor(ifaces []decode.Interface) error {
-	snap := uint32(loader.MaxCapture)
-	if c.flags.snaplen != 0 {
-		snap = c.flags.snaplen
-	}
-	if !c.isPcapng() {
-		w, err := decode.NewPcap(c.out.w, snap, ifaces[0].LinkType)
-		c.writer = w
-		return err
-	}
-	w, err := decode.NewPcapng(c.out.w, snap, ifaces[0], "podtap "+version)
-	if err != nil {
-		return err
-	}
-	for _, i := range ifaces[1:] {
-		if _, err := w.AddInterface(i); err != nil {
-			return err
-		}
-	}
-	c.writer = w
-	return nil
-}
-
-// loop reads records until the context ends, -c is reached, or the
-// duration is over.
-func (c *capture) loop(ctx context.Context, rd *ringbuf.Reader, clock *decode.Clock) error {
-	var deadline <-chan time.Time
-	if c.flags.duration > 0 {
-		tm := time.NewTimer(c.flags.duration)
-		defer tm.Stop()
-		deadline = tm.C
-	}
-	live := !c.flags.quiet && isTerminal(c.stderr)
-	lastFlush, lastLive := time.Now(), time.Now()
-	var rec ringbuf.Record
-	for {
-		if c.done() {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-deadline:
-			return nil
-		default:
-		}
-		c.mem.maybeSample(time.Now(), c.writer)
-		rd.SetDeadline(time.Now().Add(100 * time.Millisecond))
-		err := rd.ReadInto(&rec)
-		switch {
-		case err == nil:
-			if err := c.handle(rec.RawSample, clock); err != nil {
-				return err
-			}
-		case errors.Is(err, os.ErrDeadlineExceeded):
-		default:
-			return fmt.Errorf("read ring buffer: %w", err)
-		}
-		if now := time.Now(); now.Sub(lastFlush) >= 100*time.Millisecond {
-			if err := c.writer.Flush(); err != nil {
-				return fmt.Errorf("write packets: %w", err)
-			}
-			lastFlush = now
-			if live && now.Sub(lastLive) >= time.Second {
-				c.liveLine()
-				lastLive = now
-			}
-		}
-	}
-}
-
-func (c *capture) done() bool {
-	return c.flags.count > 0 && c.written >= uint64(c.flags.count)
-}
-
-// drain writes what is left in the ring after detaching.
-func (c *capture) drain(rd *ringbuf.Reader, clock *decode.Clock) error {
-	rd.SetDeadline(time.Now())
-	var rec ringbuf.Record
-	for {
-		err := rd.ReadInto(&rec)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("read ring buffer: %w", err)
-		}
-		if err := c.handle(rec.RawSample, clock); err != nil {
-			return err
-		}
-	}
-}
-
-func (c *capture) handle(raw []byte, clock *decode.Clock) error {
-	if c.done() {
-		c.skipped++
-		return nil
-	}
-	p, err := decode.ParseRecord(raw, clock)
-	if err != nil {
-		c.invalid++
-		slog.Debug("bad record", "err", err)
-		return nil
-	}
-	info, ok := c.ifaces[p.Ifindex]
-	if !ok && len(c.targets) == 1 {
-		info = c.ifaces[uint32(c.targets[0].Ifindex)]
-	}
-	dir := hookDirection(p.Hook, info.target)
-	comment := ""
-	if c.isPcapng() {
-		comment = fmt.Sprintf("podtap %s %s", info.target.Name, dir)
-		if d := c.prog.Describe(p.Preds); d != "" {
-			comment += "; matched: " + d
-		}
-		if m := c.mem.takePending(); m != "" {
-			comment += "; " + m
-		}
-	}
-	if err := c.writer.WritePacket(info.id, p, dir, comment); err != nil {
-		return fmt.Errorf("write packets: %w", err)
-	}
-	c.written++
-	return nil
-}
-
-// hookDirection maps the TC hook to a direction. On the host end of a
-// pod's veth, ingress carries what the pod sends.
-func hookDirection(hook uint8, t *target.Target) decode.Direction {
-	in := hook == 0
-	if t != nil && t.PodView {
-		in = !in
-	}
-	if in {
-		return decode.DirIn
-	}
-	return decode.DirOut
-}
-
-func (c *capture) detach() error {
-	var errs []error
-	for _, a := range c.attach {
-		if err := a.Close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	c.attach = nil
-	return errors.Join(errs...)
-}
-
-func (c *capture) writeStats(k loader.Counters) {
-	now := time.Now()
-	// One program serves every interface, so per-interface figures are
-	// not known: with a single target the totals are its own.
-	if len(c.targets) != 1 {
-		return
-	}
-	c.writer.WriteStats(0, decode.Stats{Start: c.start, End: now, Received: k.Seen, Dropped: k.Lost()})
-}
-
-func (c *capture) liveLine() {
-	k, err := c.objs.Counters()
-	if err != nil {
-		return
-	}
-	fmt.Fprintf(c.stderr, "\r\033[Kseen %d  matched %d  written %d  dropped %d", k.Seen, k.Matched, c.written, k.Lost())
-}
-
-// summary prints, like tcpdump does at the end, what happened to the
-// packets: every matched packet is written, dropped for a stated reason,
-// or left unwritten because -c was reached.
-func (c *capture) summary(k loader.Counters) {
-	if !c.flags.quiet && isTerminal(c.stderr) {
-		fmt.Fprint(c.stderr, "\r\033[K")
-	}
-	dropped := k.Lost() + c.invalid
-	fmt.Fprintf(c.stderr, "podtap: %d packets seen, %d matched, %d written, %d dropped", k.Seen, k.Matched, c.written, dropped)
-	if c.skipped > 0 {
-		fmt.Fprintf(c.stderr, ", %d not written (-c %d reached)", c.skipped, c.flags.count)
-	}
-	fmt.Fprintln(c.stderr)
-	var why []string
-	for _, r := range []struct {
-		n    uint64
-		what string
-	}{
-		{k.LostRingbuf, "ring buffer full (try a larger --buffer-size)"},
-		{k.LostLoad, "packet copy failed"},
-		{k.LostScratch, "no copy buffer"},
-		{c.invalid, "malformed record"},
-	} {
-		if r.n > 0 {
-			why = append(why, fmt.Sprintf("%d %s", r.n, r.what))
-		}
-	}
-	if len(why) > 0 {
-		fmt.Fprintf(c.stderr, "podtap: dropped: %s\n", strings.Join(why, ", "))
-	}
-	var notes []string
-	if k.CutSnaplen > 0 {
-		notes = append(notes, fmt.Sprintf("%d cut to the snap length", k.CutSnaplen))
-	}
-	if k.CutBuffer > 0 {
-		notes = append(notes, fmt.Sprintf("%d longer than %d bytes, cut", k.CutBuffer, loader.MaxCapture))
-	}
-	if k.ScanCut > 0 {
-		notes = append(notes, fmt.Sprintf("%d searched only up to --scan-limit", k.ScanCut))
-	}
-	if k.BadHeader > 0 {
-		notes = append(notes, fmt.Sprintf("%d with a truncated or invalid header", k.BadHeader))
-	}
-	if len(notes) > 0 {
-		fmt.Fprintf(c.stderr, "podtap: of the packets: %s\n", strings.Join(notes, ", "))
-	}
-	if leftover := k.Sent - c.written - c.skipped - c.invalid; k.Sent >= c.written+c.skipped+c.invalid && leftover > 0 {
-		fmt.Fprintf(c.stderr, "podtap: %d sent by the kernel but not read\n", leftover)
-	}
 }
 
 func isTerminal(w io.Writer) bool {

@@ -16,21 +16,27 @@ import (
 	"github.com/podtap/podtap/target"
 )
 
-// memRecorder samples a cgroup's memory while podtap captures, on the
-// packets' clock: into the capture (pcapng notes, and the comment of the
-// next packet written) and into a JSON-lines side file.
+// memRecorder samples a capture point's memory cgroup while podtap
+// captures, on the packets' clock: into the capture (a pcapng note, and
+// the comment of the next packet written for that point) and into the
+// JSON-lines side file.
 type memRecorder struct {
 	dir      string // cgroup directory
 	target   string
+	id       int // pcapng interface
 	interval time.Duration
 	next     time.Time
-	side     *os.File
-	sideW    *bufio.Writer
 	pending  string // for the next packet's comment
 	samples  int
 	min, max uint64
 	last     mem.Stats
 	failed   error // the first failed read; sampling stops there
+}
+
+// memLog is the JSON-lines side file; nil writes nothing.
+type memLog struct {
+	f *os.File
+	w *bufio.Writer
 }
 
 // memSampleJSON is one line of the side file.
@@ -46,7 +52,7 @@ type memSampleJSON struct {
 // memCgroupFor finds the memory cgroup to record for a capture: the one
 // given, the process's, or the deepest cgroup holding every process of the
 // network namespace (a pod's cgroup when it has several containers).
-func memCgroupFor(f *captureFlags, t *target.Target) (string, error) {
+func memCgroupFor(f *captureFlags) (string, error) {
 	switch {
 	case f.memCgroup != "":
 		return f.memCgroup, nil
@@ -88,21 +94,42 @@ func commonDir(dirs []string) string {
 	return strings.Join(common, "/")
 }
 
-// newMemRecorder starts recording dir; sidePath "" means no side file.
-func newMemRecorder(dir, targetName string, interval time.Duration, sidePath string) (*memRecorder, error) {
-	m := &memRecorder{dir: dir, target: targetName, interval: interval}
-	if sidePath != "" {
-		f, err := os.OpenFile(sidePath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("create memory file: %w", err)
-		}
-		if err := f.Chmod(0o600); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("restrict memory file %s: %w", sidePath, err)
-		}
-		m.side, m.sideW = f, bufio.NewWriter(f)
+// openMemLog creates the side file; path "" means none.
+func openMemLog(path string) (*memLog, error) {
+	if path == "" {
+		return nil, nil
 	}
-	return m, nil
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create memory file: %w", err)
+	}
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("restrict memory file %s: %w", path, err)
+	}
+	return &memLog{f: f, w: bufio.NewWriter(f)}, nil
+}
+
+func (l *memLog) write(v any) {
+	if l == nil {
+		return
+	}
+	b, _ := json.Marshal(v)
+	l.w.Write(append(b, '\n'))
+}
+
+func (l *memLog) close() error {
+	if l == nil {
+		return nil
+	}
+	err := l.w.Flush()
+	if cerr := l.f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write memory file: %w", err)
+	}
+	return nil
 }
 
 // sideFileFor names the side file of a capture file: out.pcap -> out.mem.jsonl.
@@ -111,7 +138,7 @@ func sideFileFor(out string) string {
 }
 
 // maybeSample takes a sample when one is due.
-func (m *memRecorder) maybeSample(now time.Time, w decode.Writer) {
+func (m *memRecorder) maybeSample(now time.Time, w decode.Writer, log *memLog) {
 	if m == nil || m.failed != nil || now.Before(m.next) {
 		return
 	}
@@ -133,21 +160,18 @@ func (m *memRecorder) maybeSample(now time.Time, w decode.Writer) {
 		line += ", limit " + mem.Human(s.Limit)
 	}
 	m.pending = line
-	w.WriteNote(0, now, line)
-	if m.sideW != nil {
-		b, _ := json.Marshal(memSampleJSON{
-			Kind: "memory", Time: now.Format(time.RFC3339Nano), UnixNano: now.UnixNano(), Target: m.target,
-			memStatsJSON: statsJSON(s), KubectlTop: mem.KubectlTop(s.WorkingSet),
-		})
-		m.sideW.Write(append(b, '\n'))
-	}
+	w.WriteNote(m.id, now, line)
+	log.write(memSampleJSON{
+		Kind: "memory", Time: now.Format(time.RFC3339Nano), UnixNano: now.UnixNano(), Target: m.target,
+		memStatsJSON: statsJSON(s), KubectlTop: mem.KubectlTop(s.WorkingSet),
+	})
 }
 
 // sampleNow takes a sample whether or not one is due.
-func (m *memRecorder) sampleNow(now time.Time, w decode.Writer) {
+func (m *memRecorder) sampleNow(now time.Time, w decode.Writer, log *memLog) {
 	if m != nil {
 		m.next = time.Time{}
-		m.maybeSample(now, w)
+		m.maybeSample(now, w, log)
 	}
 }
 
@@ -161,33 +185,19 @@ func (m *memRecorder) takePending() string {
 	return p
 }
 
-func (m *memRecorder) close() error {
-	if m == nil || m.side == nil {
-		return nil
-	}
-	err := m.sideW.Flush()
-	if cerr := m.side.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write memory file: %w", err)
-	}
-	return nil
-}
-
-func (m *memRecorder) summary(w io.Writer) {
+func (m *memRecorder) summary(w io.Writer, log *memLog) {
 	if m == nil {
 		return
 	}
 	if m.samples > 0 {
 		fmt.Fprintf(w, "podtap: memory of %s (%s): working set min %s, max %s, last %s (kubectl top %s), %d samples",
 			m.target, m.dir, mem.Human(m.min), mem.Human(m.max), mem.Human(m.last.WorkingSet), mem.KubectlTop(m.last.WorkingSet), m.samples)
-		if m.side != nil {
-			fmt.Fprintf(w, " in %s", m.side.Name())
+		if log != nil {
+			fmt.Fprintf(w, " in %s", log.f.Name())
 		}
 		fmt.Fprintln(w)
 	}
 	if m.failed != nil {
-		fmt.Fprintf(w, "podtap: memory sampling stopped: %v\n", m.failed)
+		fmt.Fprintf(w, "podtap: memory sampling of %s stopped: %v\n", m.target, m.failed)
 	}
 }

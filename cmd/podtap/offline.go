@@ -124,7 +124,6 @@ func (c *capture) runOffline(path string) (err error) {
 	if err != nil {
 		return err
 	}
-	c.targets = nil
 	if err := c.openWriterFor([]decode.Interface{{Name: path, Description: "offline: " + path, Filter: c.prog.Text, LinkType: lt}}); err != nil {
 		return err
 	}
