@@ -28,11 +28,28 @@ volatile const __u32 cfg_scan_limit = 0;  /* 0: scan the whole packet */
 volatile const __u32 cfg_frame_off = 0;   /* offline: bytes of a made-up Ethernet header */
 volatile const struct pt_filter filter;
 
-/* Bytes examined per scan step, and what one step loads (with overlap). */
-#define SCAN_CHUNK 256
+/* Starting positions examined per scan step, and what one step loads
+ * (with the overlap a pattern starting near the chunk's end needs). */
+#define SCAN_CHUNK 2048
 #define SCAN_LOAD (SCAN_CHUNK + PT_MAX_PATLEN - 1)
-#define SCAN_BUF (SCAN_CHUNK + PT_MAX_PATLEN)
+#define SCAN_MASK 4095 /* bounds any offset into the chunk buffer */
+#define SCAN_BUF (SCAN_MASK + 1 + 8)
 #define SCAN_MAX_STEPS (1 << 20)
+
+/* How scan steps are driven: chosen by probing the kernel. */
+enum scan_variant {
+	VAR_LOOP,    /* bpf_loop, 5.17+ */
+	VAR_ITER,    /* open-coded bpf_iter_num, 6.4+ */
+	VAR_BOUNDED, /* a bounded loop: any kernel podtap runs on */
+};
+
+/* The open-coded number iterator (6.4+); not in older UAPI headers. */
+struct bpf_iter_num {
+	__u64 __opaque[1];
+} __attribute__((aligned(8)));
+extern int bpf_iter_num_new(struct bpf_iter_num *it, int start, int end) __ksym;
+extern int *bpf_iter_num_next(struct bpf_iter_num *it) __ksym;
+extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym;
 
 struct copybuf {
 	struct pt_record hdr;
@@ -46,6 +63,7 @@ struct pkt {
 	__u32 pl_off; /* TCP/UDP payload */
 	__u32 ip_end; /* end of the IP datagram: trailer bytes excluded */
 	__u32 uri_off, uri_end; /* request target, with PT_F_URI_END */
+	__u32 uri_done;         /* uri_end is final */
 	__u16 sport, dport;
 	__u8 protos;  /* enum pt_proto */
 	__u8 nvlan;
@@ -64,6 +82,7 @@ struct scan_state {
 	__u32 scanned;   /* bytes searched */
 	__u64 cand_hz;   /* its candidate bytes (0x80 bits) */
 	int err;
+	int done;        /* the last step ended the scan */
 };
 
 struct scratch {
@@ -118,6 +137,26 @@ struct {
 	__type(key, __u32);
 	__type(value, struct scratch);
 } scratch SEC(".maps");
+
+/*
+ * Wu-Manber tables for the payload scan, filled by user space: for each
+ * hash of two bytes, how far the search window may shift when its last two
+ * bytes hash there (0: a pattern prefix may end here). A 4 KiB table stays
+ * in the L1 cache; each lookup depends on the one before.
+ */
+#define WM_TABLE 4096
+#define WM_ITERS 512
+#define WM_HASH(v) ((((v) & 0xff) << 4) ^ ((v) >> 8))
+struct wm_tables {
+	__u8 shift[WM_TABLE];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct wm_tables);
+} wmtab SEC(".maps");
 
 /* HTTP methods that make a line a request line. */
 struct {
@@ -455,13 +494,16 @@ __attribute__((noinline)) int uri_end_step(struct __sk_buff *skb)
 	if (!skb || !sc)
 		return 1;
 	p = &sc->p;
-	if (p->uri_end >= p->ip_end)
+	if (p->uri_end >= p->ip_end) {
+		p->uri_done = 1;
 		return 1;
+	}
 	n = p->ip_end - p->uri_end;
 	if (n > SCAN_CHUNK)
 		n = SCAN_CHUNK;
-	if (n < 1 || bpf_skb_load_bytes(skb, p->uri_end, sc->scan, checked_len(n, 256, SCAN_CHUNK))) {
+	if (n < 1 || bpf_skb_load_bytes(skb, p->uri_end, sc->scan, checked_len(n, SCAN_CHUNK, SCAN_CHUNK))) {
 		p->uri_end = p->ip_end;
+		p->uri_done = 1;
 		return 1;
 	}
 	for (int w = 0; w < SCAN_CHUNK / 8; w++) {
@@ -476,6 +518,7 @@ __attribute__((noinline)) int uri_end_step(struct __sk_buff *skb)
 			p->uri_end += w * 8 + lowest_byte(hz);
 			if (p->uri_end > p->ip_end) /* flagged past the data loaded */
 				p->uri_end = p->ip_end;
+			p->uri_done = 1;
 			return 1;
 		}
 	}
@@ -488,13 +531,81 @@ static long uri_end_cb(__u64 index, void *ctx)
 	return uri_end_step(*(struct __sk_buff **)ctx) ? 1 : 0;
 }
 
+
+__attribute__((noinline)) int scan_step(struct __sk_buff *skb);
+static long scan_cb(__u64 index, void *ctx);
+
+/*
+ * The bounded-loop variant's loops, for kernels without bpf_loop: three
+ * nested loops of global functions, BOUNDED_STEPS steps in all, so that the
+ * verifier walks 64 + 64 + 32 iterations once each. That covers a 256 KiB
+ * packet unless it holds over 100,000 candidate positions; a cut is counted.
+ */
+#define BOUNDED_STEPS (32 * 64 * 64)
+
+__attribute__((noinline)) int steps_64(struct __sk_buff *skb, int uri)
+{
+	for (int i = 0; i < 64; i++)
+		if (!skb || (uri ? uri_end_step(skb) : scan_step(skb)))
+			return 1;
+	return 0;
+}
+
+__attribute__((noinline)) int steps_4096(struct __sk_buff *skb, int uri)
+{
+	for (int i = 0; i < 64; i++)
+		if (!skb || steps_64(skb, uri))
+			return 1;
+	return 0;
+}
+
+__attribute__((noinline)) int bounded_steps(struct __sk_buff *skb, __u32 n, int uri)
+{
+	for (int i = 0; i < 32; i++) {
+		if (i * 4096 >= n || !skb)
+			break;
+		if (steps_4096(skb, uri))
+			break;
+	}
+	return 0;
+}
+
+/*
+ * Run a step function (the payload scan's, or the URI end search's) until
+ * it says it is done or n steps have run, with the loop the variant has.
+ * Everything here is inlined with a constant variant, so each program
+ * holds the code of its own variant only.
+ */
+static __always_inline void run_steps(int variant, struct __sk_buff *skb, __u32 n, int uri)
+{
+	if (variant == VAR_LOOP) {
+		if (uri)
+			bpf_loop(n, uri_end_cb, &skb, 0);
+		else
+			bpf_loop(n, scan_cb, &skb, 0);
+	} else if (variant == VAR_ITER) {
+		struct bpf_iter_num it;
+		int *v;
+
+		bpf_iter_num_new(&it, 0, n);
+		while ((v = bpf_iter_num_next(&it))) {
+			if (uri ? uri_end_step(skb) : scan_step(skb))
+				break;
+		}
+		bpf_iter_num_destroy(&it);
+	} else {
+		bounded_steps(skb, n, uri);
+	}
+}
+
 /*
  * Decide the predicates on the HTTP request line that starts the TCP
  * payload: a known method, one space, the request target up to the next
  * space or line end.
  */
-static __always_inline void http_preds(struct __sk_buff *skb, struct pkt *p,
-				       struct scratch *sc, __u64 *known, __u64 *val)
+static __always_inline void http_preds(int variant, struct __sk_buff *skb, struct pkt *p,
+				       struct scratch *sc, __u64 *known, __u64 *val,
+				       struct pt_counters *c)
 {
 	struct method_key key = {};
 	__u8 line[PT_METHOD_LEN + 1] = {};
@@ -529,7 +640,9 @@ static __always_inline void http_preds(struct __sk_buff *skb, struct pkt *p,
 		/* Where the target ends, for patterns searched in it. */
 		p->uri_off = uri_off;
 		p->uri_end = uri_off;
-		bpf_loop((p->ip_end - uri_off) / SCAN_CHUNK + 1, uri_end_cb, &skb, 0);
+		run_steps(variant, skb, (p->ip_end - uri_off) / SCAN_CHUNK + 1, 1);
+		if (!p->uri_done)
+			c->scan_cut++;
 	}
 
 	for (int i = 0; i < PT_MAX_PREDS; i++) {
@@ -703,39 +816,12 @@ static __always_inline void scan_verify(struct __sk_buff *skb, struct scan_state
 }
 
 /*
- * One scan step, on the CPU's scan state: compare the patterns at the next
- * candidate position found by an earlier step, or search up to SCAN_CHUNK
- * starting positions from s->pos for words where both probe bytes of some
- * wanted pattern sit in place. Returns 0 to go on, 1 when done.
- *
- * A global function: the verifier checks it once, whatever loop calls it.
+ * Search one chunk with the word-wide probe filter (SWAR), used when a
+ * pattern is shorter than four bytes: for eight starting positions at a
+ * time, test whether both probe bytes of some wanted pattern sit in place.
  */
-__attribute__((noinline)) int scan_step(struct __sk_buff *skb)
+static __always_inline long swar_chunk(struct scan_state *s, __u8 *buf, __u32 span)
 {
-	__u32 zero = 0, n, span;
-	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
-	struct scan_state *s;
-	__u8 *buf;
-
-	if (!skb || !sc)
-		return 1;
-	s = &sc->st;
-	buf = sc->scan;
-	if (s->cand_hz) {
-		scan_verify(skb, s, buf);
-		return s->want && !s->err ? 0 : 1;
-	}
-	if (s->pos >= s->end || !s->want)
-		return 1;
-	n = s->end - s->pos;
-	if (n > SCAN_LOAD)
-		n = SCAN_LOAD;
-	if (n < 1 || bpf_skb_load_bytes(skb, s->pos, buf, checked_len(n, 512, SCAN_LOAD))) {
-		s->err = 1;
-		return 1;
-	}
-	span = n < SCAN_CHUNK ? n : SCAN_CHUNK;
-
 	for (int w = 0; w < SCAN_CHUNK / 8; w++) {
 		__u64 hz = 0;
 
@@ -765,13 +851,107 @@ __attribute__((noinline)) int scan_step(struct __sk_buff *skb)
 	return s->want && s->pos < s->end ? 0 : 1;
 }
 
+/*
+ * Search one chunk with Wu-Manber: slide a window as long as the shortest
+ * pattern, look up its last two bytes, and shift by as much as no pattern
+ * prefix allows to start in between. A shift of 0 makes the window's start
+ * a candidate for every pattern. On random bytes and 16-byte patterns the
+ * window moves about 15 bytes a lookup, for any number of patterns.
+ */
+static __always_inline long wm_chunk(struct scan_state *s, __u8 *buf, __u32 span,
+				     const struct wm_tables *t)
+{
+	__u32 pos = 0;
+
+	/* Short shifts (text like the pattern) may leave the chunk unfinished
+	 * after WM_ITERS lookups; the next step goes on from there. */
+	for (int it = 0; it < WM_ITERS; it++) {
+		__u32 e, h;
+		__u8 sh;
+
+		if (pos >= span)
+			break;
+		e = (pos + filter.wm_m - 2) & SCAN_MASK;
+		h = WM_HASH(*(__u16 *)(buf + e));
+		/* The AND must follow the XOR: verifiers before 6.x lose all
+		 * bounds through an XOR. */
+		asm volatile("%[h] &= %[m]" : [h] "+r"(h) : [m] "i"(WM_TABLE - 1));
+		sh = t->shift[h];
+		if (!sh) {
+			s->cand_pos = s->pos + pos;
+			s->cand_hz = 0x80; /* the window's first byte */
+			s->pos += pos + 1;
+			s->scanned += pos + 1;
+			return 0;
+		}
+		pos += sh;
+	}
+	s->pos += pos;
+	s->scanned += pos < span ? pos : span;
+	return s->want && s->pos < s->end ? 0 : 1;
+}
+
+/*
+ * One scan step, on the CPU's scan state: compare the patterns at the next
+ * candidate position found by an earlier step, or search the next chunk
+ * of starting positions. Returns 0 to go on, 1 when done.
+ *
+ * A global function: the verifier checks it once, whatever loop calls it.
+ */
+__attribute__((noinline)) int scan_step(struct __sk_buff *skb)
+{
+	__u32 zero = 0, n, span;
+	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
+	struct scan_state *s;
+	__u8 *buf;
+	long r;
+
+	if (!skb || !sc)
+		return 1;
+	s = &sc->st;
+	buf = sc->scan;
+	if (s->cand_hz) {
+		scan_verify(skb, s, buf);
+		r = s->want && !s->err ? 0 : 1;
+		s->done = r;
+		return r;
+	}
+	if (s->pos >= s->end || !s->want) {
+		s->done = 1;
+		return 1;
+	}
+	n = s->end - s->pos;
+	if (n > SCAN_LOAD)
+		n = SCAN_LOAD;
+	if (n < 1 || bpf_skb_load_bytes(skb, s->pos, buf, checked_len(n, SCAN_MASK + 1, SCAN_LOAD))) {
+		s->err = 1;
+		s->done = 1;
+		return 1;
+	}
+	span = n < SCAN_CHUNK ? n : SCAN_CHUNK;
+	if (filter.wm_m) {
+		struct wm_tables *t = bpf_map_lookup_elem(&wmtab, &zero);
+
+		if (!t) {
+			s->err = 1;
+			s->done = 1;
+			return 1;
+		}
+		r = wm_chunk(s, buf, span, t);
+	} else {
+		r = swar_chunk(s, buf, span);
+	}
+	s->done = r;
+	return r;
+}
+
 static long scan_cb(__u64 index, void *ctx)
 {
 	return scan_step(*(struct __sk_buff **)ctx) ? 1 : 0;
 }
 
 /* Search every pattern of the filter in one pass over the packet. */
-static __always_inline void scan(struct __sk_buff *skb, struct scratch *sc,
+static __always_inline void scan(int variant, struct __sk_buff *skb, struct scratch *sc,
 				 const struct pkt *p, struct pt_counters *c,
 				 __u64 *known, __u64 *val)
 {
@@ -785,6 +965,7 @@ static __always_inline void scan(struct __sk_buff *skb, struct scratch *sc,
 	s->cand_hz = 0;
 	s->scanned = 0;
 	s->err = 0;
+	s->done = 0;
 	for (int i = 0; i < PT_MAX_PATS; i++) {
 		__u32 a, b;
 
@@ -813,7 +994,9 @@ static __always_inline void scan(struct __sk_buff *skb, struct scratch *sc,
 		steps = (s->end - s->pos) / SCAN_CHUNK + (s->end - s->pos) + 2;
 		if (steps > SCAN_MAX_STEPS)
 			steps = SCAN_MAX_STEPS;
-		bpf_loop(steps, scan_cb, &skb, 0);
+		run_steps(variant, skb, steps, 0);
+		if (!s->done)
+			c->scan_cut++; /* the bounded variant ran out of steps */
 		c->scan_bytes += s->scanned;
 	}
 
@@ -904,38 +1087,15 @@ __attribute__((noinline)) int parse_pkt(struct __sk_buff *skb)
 	return parse(skb, &sc->p);
 }
 
-/* The request-line predicates, into the CPU's scratch space. */
-__attribute__((noinline)) int decide_http(struct __sk_buff *skb)
-{
-	__u32 zero = 0;
-	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
-
-	if (!skb || !sc)
-		return 0;
-	http_preds(skb, &sc->p, sc, &sc->known, &sc->val);
-	return 0;
-}
-
-/* The payload-pattern predicates, into the CPU's scratch space. */
-__attribute__((noinline)) int decide_patterns(struct __sk_buff *skb)
-{
-	__u32 zero = 0;
-	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
-	struct pt_counters *c = bpf_map_lookup_elem(&counters, &zero);
-
-	if (!skb || !sc || !c)
-		return 0;
-	scan(skb, sc, &sc->p, c, &sc->known, &sc->val);
-	return 0;
-}
-
 /*
  * Decide the filter on the parsed packet: 1 if it matches. The predicates
  * that held are left in the scratch space for the record. The expensive
- * tests run only when the cheap ones leave the answer open; each group is
- * a global function, verified once.
+ * tests run only when the cheap ones leave the answer open. Each group is
+ * a global function, verified once; the variant's loops are in its own
+ * copy of the request-line and pattern stages.
  */
-__attribute__((noinline)) int decide(struct __sk_buff *skb)
+static __always_inline int decide(struct __sk_buff *skb, int (*decide_http)(struct __sk_buff *),
+				  int (*decide_patterns)(struct __sk_buff *))
 {
 	__u32 zero = 0;
 	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
@@ -956,7 +1116,7 @@ __attribute__((noinline)) int decide(struct __sk_buff *skb)
 	return r == 1;
 }
 
-static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
+static __always_inline int handle(struct __sk_buff *skb, __u8 dir, int (*decide_fn)(struct __sk_buff *))
 {
 	__u32 zero = 0;
 	struct pt_counters *c = bpf_map_lookup_elem(&counters, &zero);
@@ -972,7 +1132,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 		c->not_ip++;
 	else if (r == PARSE_BAD)
 		c->bad_header++;
-	if (!decide(skb))
+	if (!decide_fn(skb))
 		return TC_ACT_UNSPEC;
 	c->matched++;
 	sc = bpf_map_lookup_elem(&scratch, &zero);
@@ -984,14 +1144,43 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir)
 	return TC_ACT_UNSPEC;
 }
 
-SEC("tc")
-int podtap_ingress(struct __sk_buff *skb)
-{
-	return handle(skb, PT_DIR_INGRESS);
-}
+/* The stages and programs of one scan variant. */
+#define VARIANT(V, NAME)                                                       \
+	__attribute__((noinline)) int decide_http_##NAME(struct __sk_buff *skb) \
+	{                                                                      \
+		__u32 zero = 0;                                                \
+		struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);     \
+		struct pt_counters *c = bpf_map_lookup_elem(&counters, &zero); \
+		if (!skb || !sc || !c)                                         \
+			return 0;                                              \
+		http_preds(V, skb, &sc->p, sc, &sc->known, &sc->val, c);       \
+		return 0;                                                      \
+	}                                                                      \
+	__attribute__((noinline)) int decide_patterns_##NAME(struct __sk_buff *skb) \
+	{                                                                      \
+		__u32 zero = 0;                                                \
+		struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);     \
+		struct pt_counters *c = bpf_map_lookup_elem(&counters, &zero); \
+		if (!skb || !sc || !c)                                         \
+			return 0;                                              \
+		scan(V, skb, sc, &sc->p, c, &sc->known, &sc->val);             \
+		return 0;                                                      \
+	}                                                                      \
+	__attribute__((noinline)) int decide_##NAME(struct __sk_buff *skb)     \
+	{                                                                      \
+		return decide(skb, decide_http_##NAME, decide_patterns_##NAME); \
+	}                                                                      \
+	SEC("tc")                                                              \
+	int podtap_ingress_##NAME(struct __sk_buff *skb)                       \
+	{                                                                      \
+		return handle(skb, PT_DIR_INGRESS, decide_##NAME);             \
+	}                                                                      \
+	SEC("tc")                                                              \
+	int podtap_egress_##NAME(struct __sk_buff *skb)                        \
+	{                                                                      \
+		return handle(skb, PT_DIR_EGRESS, decide_##NAME);              \
+	}
 
-SEC("tc")
-int podtap_egress(struct __sk_buff *skb)
-{
-	return handle(skb, PT_DIR_EGRESS);
-}
+VARIANT(VAR_LOOP, loop)
+VARIANT(VAR_ITER, iter)
+VARIANT(VAR_BOUNDED, bounded)

@@ -171,14 +171,18 @@ func TestMalformed(t *testing.T) {
 // payloads around the scan's chunk and word sizes, and near misses of it.
 func TestPatternPositions(t *testing.T) {
 	requireBPF(t)
+	forEachVariant(t, testPatternPositions)
+}
+
+func testPatternPositions(t *testing.T, v loader.Variant) {
 	for _, pat := range []string{"l", "lb", "lbtest", "0123456789abcdef", strings.Repeat("Zq", 32)} {
-		h := newHarness(t, filter.Contains(pat), loader.Options{})
-		for _, n := range []int{len(pat), 7, 8, 9, 63, 64, 65, 255, 256, 257, 319, 320, 321, 1000, 1460, 3000} {
+		h := newHarness(t, filter.Contains(pat), loader.Options{Variant: v})
+		for _, n := range []int{len(pat), 7, 8, 9, 63, 64, 65, 255, 256, 257, 319, 320, 321, 511, 512, 513, 575, 576, 1000, 1460, 3000} {
 			if n < len(pat) {
 				continue
 			}
 			offsets := map[int]bool{0: true, 1: true, n - len(pat): true, n - len(pat) - 1: true}
-			for _, o := range []int{7, 8, 9, 63, 64, 250, 255, 256, 257, 511, 512} {
+			for _, o := range []int{7, 8, 9, 63, 64, 250, 255, 256, 257, 449, 500, 511, 512, 513, 1023, 1024} {
 				offsets[o] = true
 			}
 			for off := range offsets {
@@ -216,8 +220,12 @@ func TestPatternPositions(t *testing.T) {
 // candidate positions, each rejected late.
 func TestAlmostMatching(t *testing.T) {
 	requireBPF(t)
+	forEachVariant(t, testAlmostMatching)
+}
+
+func testAlmostMatching(t *testing.T, v loader.Variant) {
 	pat := "lbtest-needle"
-	h := newHarness(t, filter.Contains(pat), loader.Options{})
+	h := newHarness(t, filter.Contains(pat), loader.Options{Variant: v})
 	almost := bytes.Repeat([]byte("lbtest-needlX"), 110)
 	if h.run(t, frames.Build(frames.Spec{SrcPort: 1, DstPort: 2, Payload: almost})) != nil {
 		t.Fatal("near misses matched")
@@ -268,6 +276,10 @@ func TestRegions(t *testing.T) {
 
 func TestHTTPRequestLine(t *testing.T) {
 	requireBPF(t)
+	forEachVariant(t, testHTTPRequestLine)
+}
+
+func testHTTPRequestLine(t *testing.T, v loader.Variant) {
 	for _, tc := range []struct {
 		name    string
 		e       filter.Expr
@@ -320,7 +332,7 @@ func TestHTTPRequestLine(t *testing.T) {
 		{"long uri one more", filter.URI("/" + strings.Repeat("a", 127)), "GET /" + strings.Repeat("a", 128) + " HTTP/1.1\r\n", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, tc.e, loader.Options{})
+			h := newHarness(t, tc.e, loader.Options{Variant: v})
 			for _, v6 := range []bool{false, true} {
 				frame := frames.Build(frames.Spec{V6: v6, SrcPort: 1, DstPort: 80, Payload: []byte(tc.payload)})
 				if got := h.run(t, frame) != nil; got != tc.want {
@@ -413,6 +425,10 @@ func TestPortOps(t *testing.T) {
 // compiles can fail verification.
 func TestLargestFilterLoads(t *testing.T) {
 	requireBPF(t)
+	forEachVariant(t, testLargestFilterLoads)
+}
+
+func testLargestFilterLoads(t *testing.T, v loader.Variant) {
 	var preds []filter.Expr
 	for i := 0; i < filter.MaxPatterns; i++ {
 		b := bytes.Repeat([]byte{byte('a' + i)}, filter.MaxPatLen)
@@ -462,13 +478,13 @@ func TestLargestFilterLoads(t *testing.T) {
 	if len(prog.Preds) != filter.MaxPreds || len(prog.Patterns()) != filter.MaxPatterns || len(prog.Strings()) != filter.MaxStrings {
 		t.Fatalf("filter is not at the limits: %d preds, %d patterns, %d strings", len(prog.Preds), len(prog.Patterns()), len(prog.Strings()))
 	}
-	h := newHarness(t, e, loader.Options{})
+	h := newHarness(t, e, loader.Options{Variant: v})
 	info, err := h.objs.Ingress().Info()
 	if err != nil {
 		t.Fatal(err)
 	}
 	n, _ := info.VerifiedInstructions()
-	t.Logf("largest filter: %d operations, verified %d instructions", len(prog.Code), n)
+	t.Logf("largest filter, scan variant %s: %d operations, verified %d instructions", v, len(prog.Code), n)
 	// And it still decides: a frame holding the first pattern in the frame
 	// region matches (pattern 0 is ANDed with pattern 1 only via Or/Not).
 	h.run(t, frames.Build(frames.Spec{SrcPort: 1, DstPort: 2, Payload: []byte("x")}))

@@ -112,6 +112,37 @@ func (h *harness) counters(t testing.TB) loader.Counters {
 	return c
 }
 
+// variants are the scan variants this kernel can run; the others are
+// reported as skipped by forEachVariant.
+func variants(t testing.TB) []loader.Variant {
+	all := []loader.Variant{loader.VariantIter, loader.VariantLoop, loader.VariantBounded}
+	best := loader.BestVariant()
+	for i, v := range all {
+		if v == best {
+			return all[i:]
+		}
+	}
+	t.Fatalf("best variant %q unknown", best)
+	return nil
+}
+
+// forEachVariant runs f once per scan variant as a subtest; variants the
+// kernel lacks are skipped, saying why.
+func forEachVariant(t *testing.T, f func(t *testing.T, v loader.Variant)) {
+	have := map[loader.Variant]bool{}
+	for _, v := range variants(t) {
+		have[v] = true
+	}
+	for _, v := range []loader.Variant{loader.VariantIter, loader.VariantLoop, loader.VariantBounded} {
+		t.Run(string(v), func(t *testing.T) {
+			if !have[v] {
+				t.Skipf("this kernel lacks what the %s scan variant needs", v)
+			}
+			f(t, v)
+		})
+	}
+}
+
 // requireBPF skips when the kernel cannot load a TC program at all (not
 // root, or no BPF): the only reason these tests may skip.
 func requireBPF(t testing.TB) {

@@ -33,6 +33,7 @@ type Options struct {
 	Snaplen   uint32   // bytes of each packet kept; 0: the whole packet
 	ScanLimit uint32   // bytes of each packet searched for patterns; 0: all
 	RingSize  uint32   // ring buffer bytes, a power of two; 0: DefaultRingSize
+	Variant   Variant  // how the payload scan is driven; "": the best the kernel has
 	// FrameOffset: frames start with this many bytes of an Ethernet header
 	// made up for offline input that had none; "frame" patterns skip them.
 	FrameOffset uint32
@@ -40,18 +41,21 @@ type Options struct {
 
 // Objects are the loaded programs and maps.
 type Objects struct {
-	objs   podtapObjects
-	Filter *filter.Program
+	coll    *ebpf.Collection
+	ingress *ebpf.Program
+	egress  *ebpf.Program
+	Filter  *filter.Program
+	Variant Variant // how the payload scan is driven
 }
 
 // Ingress is the program for the ingress hook.
-func (o *Objects) Ingress() *ebpf.Program { return o.objs.PodtapIngress }
+func (o *Objects) Ingress() *ebpf.Program { return o.ingress }
 
 // Egress is the program for the egress hook.
-func (o *Objects) Egress() *ebpf.Program { return o.objs.PodtapEgress }
+func (o *Objects) Egress() *ebpf.Program { return o.egress }
 
 // Events is the ring buffer of matched packets.
-func (o *Objects) Events() *ebpf.Map { return o.objs.Events }
+func (o *Objects) Events() *ebpf.Map { return o.coll.Maps["events"] }
 
 // Counters is struct pt_counters: what the program saw, summed over CPUs.
 type Counters = podtapPtCounters
@@ -62,7 +66,7 @@ type Record = podtapPtRecord
 // Counters reads the per-CPU counters and sums them.
 func (o *Objects) Counters() (Counters, error) {
 	var per []Counters
-	if err := o.objs.Counters.Lookup(uint32(0), &per); err != nil {
+	if err := o.coll.Maps["counters"].Lookup(uint32(0), &per); err != nil {
 		return Counters{}, fmt.Errorf("read counters: %w", err)
 	}
 	var c Counters
@@ -91,12 +95,15 @@ func (c Counters) Lost() uint64 { return c.LostRingbuf + c.LostLoad + c.LostScra
 // buffer as usual. The kernel refuses (EINVAL) frames larger than about a
 // page and IP frames shorter than their IP header.
 func (o *Objects) Test(frame []byte) error {
-	_, err := o.objs.PodtapIngress.Run(&ebpf.RunOptions{Data: frame})
+	_, err := o.ingress.Run(&ebpf.RunOptions{Data: frame})
 	return err
 }
 
 // Close releases the programs and maps.
-func (o *Objects) Close() error { return o.objs.Close() }
+func (o *Objects) Close() error {
+	o.coll.Close()
+	return nil
+}
 
 // Load builds the filter into the program and loads it into the kernel.
 func Load(opts Options) (*Objects, error) {
@@ -126,10 +133,26 @@ func Load(opts Options) (*Objects, error) {
 	spec.Maps["copybuf"].MaxEntries = uint32(cpus)
 	spec.Maps["copybuf"].ValueSize = uint32(RecordHeaderSize) + maxCap
 
+	variant := opts.Variant
+	if variant == "" || variant == VariantAuto {
+		variant = BestVariant()
+	}
+	ingress, egress := "podtap_ingress_"+string(variant), "podtap_egress_"+string(variant)
+	if spec.Programs[ingress] == nil {
+		return nil, fmt.Errorf("scan variant %q: want auto, iter, loop or bounded", variant)
+	}
+	for name := range spec.Programs {
+		if name != ingress && name != egress {
+			delete(spec.Programs, name)
+		}
+	}
+
 	f, err := kernelFilter(opts.Filter)
 	if err != nil {
 		return nil, err
 	}
+	pats := opts.Filter.Patterns()
+	f.WmM = uint32(wmWindow(pats))
 	for name, v := range map[string]any{
 		"cfg_snaplen":    opts.Snaplen,
 		"cfg_max_cap":    maxCap,
@@ -142,13 +165,22 @@ func Load(opts Options) (*Objects, error) {
 		}
 	}
 
-	o := &Objects{Filter: opts.Filter}
-	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
-			return nil, fmt.Errorf("load program: %w (verifier log tail: %s)", err, verifierTail(verr))
+			return nil, fmt.Errorf("load program (scan variant %s): %w (verifier log tail: %s)", variant, err, verifierTail(verr))
 		}
-		return nil, fmt.Errorf("load program: %w", err)
+		return nil, fmt.Errorf("load program (scan variant %s): %w", variant, err)
+	}
+	o := &Objects{coll: coll, ingress: coll.Programs[ingress], egress: coll.Programs[egress], Filter: opts.Filter, Variant: variant}
+	if f.WmM != 0 {
+		var t podtapWmTables
+		wmShifts(pats, int(f.WmM), &t.Shift)
+		if err := coll.Maps["wmtab"].Put(uint32(0), &t); err != nil {
+			o.Close()
+			return nil, fmt.Errorf("fill scan tables: %w", err)
+		}
 	}
 	methods := opts.Methods
 	if methods == nil {
@@ -162,7 +194,7 @@ func Load(opts Options) (*Objects, error) {
 		}
 		key.Len = uint32(len(m))
 		copy(key.M[:], m)
-		if err := o.objs.Methods.Put(&key, uint8(1)); err != nil {
+		if err := coll.Maps["methods"].Put(&key, uint8(1)); err != nil {
 			o.Close()
 			return nil, fmt.Errorf("add HTTP method %q: %w", m, err)
 		}

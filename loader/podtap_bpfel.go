@@ -40,7 +40,7 @@ type podtapPtFilter struct {
 	Npreds    uint32
 	Npats     uint32
 	Flags     uint32
-	Pad       uint32
+	WmM       uint32
 	HttpPreds uint64
 	ScanPreds uint64
 	Code      [64]uint8
@@ -120,21 +120,21 @@ type podtapPtStr struct {
 type podtapScratch struct {
 	_ structs.HostLayout
 	P struct {
-		_      structs.HostLayout
-		Len    uint32
-		L4Off  uint32
-		PlOff  uint32
-		IpEnd  uint32
-		UriOff uint32
-		UriEnd uint32
-		Sport  uint16
-		Dport  uint16
-		Protos uint8
-		Nvlan  uint8
-		Vlan   [3]uint16
-		_      [4]byte
-		Src    [2]uint64
-		Dst    [2]uint64
+		_       structs.HostLayout
+		Len     uint32
+		L4Off   uint32
+		PlOff   uint32
+		IpEnd   uint32
+		UriOff  uint32
+		UriEnd  uint32
+		UriDone uint32
+		Sport   uint16
+		Dport   uint16
+		Protos  uint8
+		Nvlan   uint8
+		Vlan    [3]uint16
+		Src     [2]uint64
+		Dst     [2]uint64
 	}
 	Known uint64
 	Val   uint64
@@ -151,29 +151,39 @@ type podtapScratch struct {
 		Scanned uint32
 		CandHz  uint64
 		Err     int32
-		_       [4]byte
+		Done    int32
 	}
-	Scan [320]uint8
+	Scan [4104]uint8
 	Str  [136]uint8
+}
+
+type podtapWmTables struct {
+	_     structs.HostLayout
+	Shift [4096]uint8
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	podtapMapCopybuf        = "copybuf"
-	podtapMapCounters       = "counters"
-	podtapMapEvents         = "events"
-	podtapMapMethods        = "methods"
-	podtapMapScratch        = "scratch"
-	podtapProgPodtapEgress  = "podtap_egress"
-	podtapProgPodtapIngress = "podtap_ingress"
-	podtapVarCfgFrameOff    = "cfg_frame_off"
-	podtapVarCfgMaxCap      = "cfg_max_cap"
-	podtapVarCfgScanLimit   = "cfg_scan_limit"
-	podtapVarCfgSnaplen     = "cfg_snaplen"
-	podtapVarFilter         = "filter"
-	podtapVarUnusedRecord   = "unused_record"
+	podtapMapCopybuf               = "copybuf"
+	podtapMapCounters              = "counters"
+	podtapMapEvents                = "events"
+	podtapMapMethods               = "methods"
+	podtapMapScratch               = "scratch"
+	podtapMapWmtab                 = "wmtab"
+	podtapProgPodtapEgressBounded  = "podtap_egress_bounded"
+	podtapProgPodtapEgressIter     = "podtap_egress_iter"
+	podtapProgPodtapEgressLoop     = "podtap_egress_loop"
+	podtapProgPodtapIngressBounded = "podtap_ingress_bounded"
+	podtapProgPodtapIngressIter    = "podtap_ingress_iter"
+	podtapProgPodtapIngressLoop    = "podtap_ingress_loop"
+	podtapVarCfgFrameOff           = "cfg_frame_off"
+	podtapVarCfgMaxCap             = "cfg_max_cap"
+	podtapVarCfgScanLimit          = "cfg_scan_limit"
+	podtapVarCfgSnaplen            = "cfg_snaplen"
+	podtapVarFilter                = "filter"
+	podtapVarUnusedRecord          = "unused_record"
 )
 
 // loadPodtap returns the embedded CollectionSpec for podtap.
@@ -218,8 +228,12 @@ type podtapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type podtapProgramSpecs struct {
-	PodtapEgress  *ebpf.ProgramSpec `ebpf:"podtap_egress"`
-	PodtapIngress *ebpf.ProgramSpec `ebpf:"podtap_ingress"`
+	PodtapEgressBounded  *ebpf.ProgramSpec `ebpf:"podtap_egress_bounded"`
+	PodtapEgressIter     *ebpf.ProgramSpec `ebpf:"podtap_egress_iter"`
+	PodtapEgressLoop     *ebpf.ProgramSpec `ebpf:"podtap_egress_loop"`
+	PodtapIngressBounded *ebpf.ProgramSpec `ebpf:"podtap_ingress_bounded"`
+	PodtapIngressIter    *ebpf.ProgramSpec `ebpf:"podtap_ingress_iter"`
+	PodtapIngressLoop    *ebpf.ProgramSpec `ebpf:"podtap_ingress_loop"`
 }
 
 // podtapMapSpecs contains maps before they are loaded into the kernel.
@@ -231,6 +245,7 @@ type podtapMapSpecs struct {
 	Events   *ebpf.MapSpec `ebpf:"events"`
 	Methods  *ebpf.MapSpec `ebpf:"methods"`
 	Scratch  *ebpf.MapSpec `ebpf:"scratch"`
+	Wmtab    *ebpf.MapSpec `ebpf:"wmtab"`
 }
 
 // podtapVariableSpecs contains global variables before they are loaded into the kernel.
@@ -270,6 +285,7 @@ type podtapMaps struct {
 	Events   *ebpf.Map `ebpf:"events"`
 	Methods  *ebpf.Map `ebpf:"methods"`
 	Scratch  *ebpf.Map `ebpf:"scratch"`
+	Wmtab    *ebpf.Map `ebpf:"wmtab"`
 }
 
 func (m *podtapMaps) Close() error {
@@ -279,6 +295,7 @@ func (m *podtapMaps) Close() error {
 		m.Events,
 		m.Methods,
 		m.Scratch,
+		m.Wmtab,
 	)
 }
 
@@ -298,14 +315,22 @@ type podtapVariables struct {
 //
 // It can be passed to loadPodtapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type podtapPrograms struct {
-	PodtapEgress  *ebpf.Program `ebpf:"podtap_egress"`
-	PodtapIngress *ebpf.Program `ebpf:"podtap_ingress"`
+	PodtapEgressBounded  *ebpf.Program `ebpf:"podtap_egress_bounded"`
+	PodtapEgressIter     *ebpf.Program `ebpf:"podtap_egress_iter"`
+	PodtapEgressLoop     *ebpf.Program `ebpf:"podtap_egress_loop"`
+	PodtapIngressBounded *ebpf.Program `ebpf:"podtap_ingress_bounded"`
+	PodtapIngressIter    *ebpf.Program `ebpf:"podtap_ingress_iter"`
+	PodtapIngressLoop    *ebpf.Program `ebpf:"podtap_ingress_loop"`
 }
 
 func (p *podtapPrograms) Close() error {
 	return _PodtapClose(
-		p.PodtapEgress,
-		p.PodtapIngress,
+		p.PodtapEgressBounded,
+		p.PodtapEgressIter,
+		p.PodtapEgressLoop,
+		p.PodtapIngressBounded,
+		p.PodtapIngressIter,
+		p.PodtapIngressLoop,
 	)
 }
 
