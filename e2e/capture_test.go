@@ -31,9 +31,22 @@ func TestCaptureAgreesWithTshark(t *testing.T) {
 	td.waitFor(t, "listening on")
 	p1 := start(t, podtapBin, "capture", "--netns", pod.Name, "--uri", "/mytest", "-w", uri)
 	p1.waitFor(t, "capturing on")
-	// A second podtap on the same veth, naming the namespace by path.
+	// More podtaps on the same veth, naming the namespace by path, one per
+	// scan variant this kernel has (GSO super-packets come in fragments).
 	p2 := start(t, podtapBin, "capture", "--netns", pod.NetnsPath(), "--contains", "lbtest", "-w", contains)
 	p2.waitFor(t, "capturing on")
+	variantFiles := map[string]*proc{}
+	for _, v := range []string{"iter", "loop", "bounded"} {
+		f := filepath.Join(dir, "contains-"+v+".pcapng")
+		p := start(t, podtapBin, "capture", "--netns", pod.Name, "--scan-loop", v, "--contains", "lbtest", "-w", f)
+		variantFiles[f] = p
+	}
+	for f, p := range variantFiles {
+		if err := p.waitForEither(t, "capturing on", "load program"); err != nil {
+			delete(variantFiles, f) // this kernel lacks the variant
+			t.Logf("scan variant not available here: %v", err)
+		}
+	}
 
 	big := strings.Repeat("0123456789abcdef", 6000) // ~96 KB: GSO super-packets
 	for _, v6 := range []bool{false, true} {
@@ -52,6 +65,9 @@ func TestCaptureAgreesWithTshark(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // tcpdump stops reading at SIGINT
 	p1.stop(t)
 	p2.stop(t)
+	for _, p := range variantFiles {
+		p.stop(t)
+	}
 	td.stop(t)
 	var captured, received, dropped int
 	fmt.Sscanf(td.output()[strings.Index(td.output(), "\n")+1:], "%d packets captured\n%d packets received by filter\n%d packets dropped by kernel", &captured, &received, &dropped)
@@ -84,6 +100,11 @@ func TestCaptureAgreesWithTshark(t *testing.T) {
 		}
 		if st.Mode().Perm() != 0o600 {
 			t.Errorf("%s has mode %v, want 0600", tc.file, st.Mode().Perm())
+		}
+	}
+	for f := range variantFiles {
+		if got, want := tsharkFields(t, f, ""), tsharkFields(t, contains, ""); strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("%s differs from the default scan's file:\n%s\nwant\n%s", filepath.Base(f), strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
 	}
 	// The large bodies travel as GSO super-packets bigger than any MTU;

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/podtap/podtap/internal/demoserver"
+	"github.com/podtap/podtap/internal/kubetest"
 	"github.com/podtap/podtap/internal/sandbox"
 )
 
@@ -37,7 +38,9 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "build podtap: %v\n%s", err, out)
 			return 1
 		}
-		return m.Run()
+		// The Kubernetes tests' API server; without PODTAP_KUBE_ASSETS
+		// they skip and the others run.
+		return kubetest.Main(m)
 	}())
 }
 
@@ -97,6 +100,27 @@ func (p *proc) waitFor(t *testing.T, substr string) {
 			}
 		case <-timeout:
 			t.Fatalf("%s: no %q on stderr within 20s; stderr:\n%s", p.cmd.Path, substr, p.output())
+		}
+	}
+}
+
+// waitForEither waits for ok on stderr, or returns an error when the
+// process prints fail or exits first.
+func (p *proc) waitForEither(t *testing.T, ok, fail string) error {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case l := <-p.lines:
+			if strings.Contains(l, ok) {
+				return nil
+			}
+			if strings.Contains(l, fail) {
+				p.cmd.Wait()
+				return fmt.Errorf("%s", l)
+			}
+		case <-timeout:
+			t.Fatalf("%s: neither %q nor %q on stderr within 20s; stderr:\n%s", p.cmd.Path, ok, fail, p.output())
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/podtap/podtap/filter"
+	"github.com/podtap/podtap/kube"
 	"github.com/podtap/podtap/loader"
 	"github.com/podtap/podtap/target"
 )
@@ -28,7 +30,16 @@ Capture the packets of a pod, a network namespace, a process or an
 interface that match a filter decided in the kernel, into pcap or pcapng.
 All given filters must hold; with none, every packet is captured.
 
+Give exactly one target: POD, -l SELECTOR, --netns, --pid, -i or -r.
+POD and -l find pods through the Kubernetes API (kubeconfig as kubectl
+finds it, or in-cluster) among the pods bound to this node, and capture on
+the host end of each pod's veth. With -l every matching pod is captured at
+once, each on its own pcapng interface named namespace/pod, and pods that
+start or go away during the capture are attached or let go.
+
 Examples:
+  podtap capture web-7d9c -n shop --uri /mytest -w out.pcap
+  podtap capture -l app=web -n shop -w - | wireshark -k -i -
   podtap capture --netns web --uri /mytest -w out.pcap
   podtap capture --pid 4242 --contains lbtest -w - | wireshark -k -i -
   podtap capture -i veth1a2b --port 8080 -c 100 -w out.pcapng
@@ -55,11 +66,21 @@ type captureFlags struct {
 	ringSize  uint32
 	scanLimit uint32
 	attach    string
+	scanLoop  string
 	memEvery  time.Duration
 	memCgroup string
 	memFile   string
 	quiet     bool
 	verbose   bool
+
+	// Pods through the Kubernetes API.
+	selector    string
+	namespace   string
+	allNS       bool
+	kubeconfig  string
+	kubeContext string
+	node        string
+	hostNetwork bool
 }
 
 func newCaptureFlags(stdout io.Writer) (*pflag.FlagSet, *captureFlags) {
@@ -70,6 +91,13 @@ func newCaptureFlags(stdout io.Writer) (*pflag.FlagSet, *captureFlags) {
 	fs.StringVarP(&f.iface, "interface", "i", "", "capture on this host interface")
 	fs.StringVar(&f.netns, "netns", "", "capture on the host end of the veth into this network namespace (name or path)")
 	fs.IntVar(&f.pid, "pid", 0, "capture on the host end of the veth into this process's network namespace")
+	fs.StringVarP(&f.selector, "selector", "l", "", "capture every pod on this node matching this label selector (e.g. app=web)")
+	fs.StringVarP(&f.namespace, "namespace", "n", "", "namespace of POD or -l (default: the kubeconfig context's, else \"default\")")
+	fs.BoolVarP(&f.allNS, "all-namespaces", "A", false, "with -l: match pods in every namespace")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
+	fs.StringVar(&f.kubeContext, "context", "", "kubeconfig context (default: its current context)")
+	fs.StringVar(&f.node, "node", "", "this node's name, whose pods are captured (default: $NODE_NAME, else the host name)")
+	fs.BoolVar(&f.hostNetwork, "host-network", false, "allow pods with hostNetwork: captured on the node's interface, with the whole node's traffic")
 	fs.StringVarP(&f.read, "read", "r", "", "filter the packets of this pcap/pcapng file with the same kernel program, offline")
 	fs.StringArrayVar(&f.contains, "contains", nil, "TCP/UDP payload contains this string (repeatable: all must occur)")
 	fs.StringArrayVar(&f.uri, "uri", nil, "HTTP/1.x request target equals this, query included, compared raw")
@@ -85,6 +113,7 @@ func newCaptureFlags(stdout io.Writer) (*pflag.FlagSet, *captureFlags) {
 	fs.Uint32Var(&f.ringSize, "buffer-size", loader.DefaultRingSize, "kernel ring buffer size in bytes (a power of two)")
 	fs.Uint32Var(&f.scanLimit, "scan-limit", 0, "bytes of each packet searched for --contains; 0: all (cut scans are counted)")
 	fs.StringVar(&f.attach, "attach", string(loader.ModeAuto), "how to attach: auto (TCX if the kernel has it, else legacy tc), tcx or legacy")
+	fs.StringVar(&f.scanLoop, "scan-loop", string(loader.VariantAuto), "how the kernel drives the payload scan: auto (the best the kernel has), iter (bpf_iter_num, 6.4+), loop (bpf_loop, 5.17+) or bounded (any kernel)")
 	fs.DurationVar(&f.memEvery, "mem-interval", time.Second, "sample the target's cgroup memory this often and record it with the packets; 0: off")
 	fs.StringVar(&f.memCgroup, "mem-cgroup", "", "the memory cgroup directory to sample (default: the target process's or pod's)")
 	fs.StringVar(&f.memFile, "mem-file", "", "write memory samples as JSON lines here (default with -w FILE: FILE's name with .mem.jsonl)")
@@ -113,6 +142,10 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usageError{err}
 	}
+	variant, err := loader.ParseVariant(f.scanLoop)
+	if err != nil {
+		return usageError{err}
+	}
 	if f.count < 0 {
 		return usageErrorf("--count %d: want 0 or more", f.count)
 	}
@@ -128,17 +161,36 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 	if f.ringSize < 4096 || f.ringSize&(f.ringSize-1) != 0 {
 		return usageErrorf("--buffer-size %d: want a power of two of at least 4096", f.ringSize)
 	}
-	if fs.NArg() > 0 {
-		return usageErrorf("unexpected argument %q (pod names need the Kubernetes support; use --netns, --pid or -i)", fs.Arg(0))
+	if fs.NArg() > 1 {
+		return usageErrorf("one POD at most, got %d arguments: %s", fs.NArg(), strings.Join(fs.Args(), " "))
+	}
+	pod := fs.Arg(0)
+	isKube := pod != "" || fs.Changed("selector")
+	switch {
+	case pod != "" && fs.Changed("selector"):
+		return usageErrorf("give a POD or -l SELECTOR, not both")
+	case f.allNS && pod != "":
+		return usageErrorf("-A goes with -l SELECTOR, not with a POD name; give its namespace with -n")
+	case f.allNS && !isKube:
+		return usageErrorf("-A needs -l SELECTOR")
+	case isKube && f.memCgroup != "":
+		return usageErrorf("--mem-cgroup is for --netns, --pid and -i; a pod's memory cgroup is found with the pod")
+	}
+	if !isKube {
+		for _, name := range []string{"namespace", "kubeconfig", "context", "node", "host-network"} {
+			if fs.Changed(name) {
+				return usageErrorf("--%s needs a POD or -l SELECTOR", name)
+			}
+		}
 	}
 	nTargets := 0
-	for _, set := range []bool{f.iface != "", f.netns != "", fs.Changed("pid"), f.read != ""} {
+	for _, set := range []bool{f.iface != "", f.netns != "", fs.Changed("pid"), f.read != "", isKube} {
 		if set {
 			nTargets++
 		}
 	}
 	if nTargets != 1 {
-		return usageErrorf("give exactly one target: -i IFACE, --netns NAME, --pid PID, or -r FILE")
+		return usageErrorf("give exactly one target: POD, -l SELECTOR, -i IFACE, --netns NAME, --pid PID, or -r FILE")
 	}
 	if f.verbose {
 		slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug})))
@@ -148,47 +200,110 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		c := &capture{flags: f, prog: prog, out: out, stderr: stderr}
+		c := &capture{flags: f, prog: prog, variant: variant, out: out, stderr: stderr}
 		return c.runOffline(f.read)
 	}
 
-	var t *target.Target
-	switch {
-	case f.iface != "":
-		t, err = target.Interface(f.iface)
-	case f.netns != "":
-		t, err = target.Netns(f.netns)
-	default:
-		if f.pid <= 0 {
-			return usageErrorf("--pid %d: want a process ID", f.pid)
-		}
-		t, err = target.PID(f.pid)
-	}
-	if err != nil {
-		return err
-	}
-	if f.memEvery > 0 {
-		t.MemCgroup, err = memCgroupFor(f)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithCancel(ctx) // ends the pod watch when the capture ends
+	defer cancel()
+	var targets []*target.Target
+	var events chan targetEvent
+	if isKube {
+		// Pod notes come from the watch's goroutine.
+		stderr = &lockedWriter{w: stderr}
+		targets, events, err = f.watchPods(ctx, pod, stderr)
 		if err != nil {
-			if f.memCgroup != "" {
-				return fmt.Errorf("--mem-cgroup: %w", err)
-			}
-			fmt.Fprintf(stderr, "podtap: not recording memory: %v\n", err)
+			return err
 		}
+	} else {
+		var t *target.Target
+		switch {
+		case f.iface != "":
+			t, err = target.Interface(f.iface)
+		case f.netns != "":
+			t, err = target.Netns(f.netns)
+		default:
+			if f.pid <= 0 {
+				return usageErrorf("--pid %d: want a process ID", f.pid)
+			}
+			t, err = target.PID(f.pid)
+		}
+		if err != nil {
+			return err
+		}
+		if f.memEvery > 0 {
+			t.MemCgroup, err = memCgroupFor(f)
+			if err != nil {
+				if f.memCgroup != "" {
+					return fmt.Errorf("--mem-cgroup: %w", err)
+				}
+				fmt.Fprintf(stderr, "podtap: not recording memory: %v\n", err)
+			}
+		}
+		targets = []*target.Target{t}
 	}
 	out, err := openOutput(f.write, stdout)
 	if err != nil {
 		return err
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	// A reader that goes away (wireshark closed) must not kill podtap
 	// before it detaches: take SIGPIPE as an error from write instead.
 	signal.Ignore(syscall.SIGPIPE)
 
-	c := &capture{flags: f, prog: prog, mode: mode, out: out, stderr: stderr}
-	return c.run(ctx, []*target.Target{t}, nil)
+	c := &capture{flags: f, prog: prog, mode: mode, variant: variant, out: out, stderr: stderr}
+	return c.run(ctx, targets, events)
+}
+
+// watchPods finds the pods of a POD argument or -l through the Kubernetes
+// API and keeps following them: it returns the capture points they have
+// now and, until ctx ends, events for the points to add and remove.
+func (f *captureFlags) watchPods(ctx context.Context, pod string, stderr io.Writer) ([]*target.Target, chan targetEvent, error) {
+	kc, err := kube.NewClient(kube.Config{Kubeconfig: f.kubeconfig, Context: f.kubeContext, Namespace: f.namespace, Node: f.node})
+	if err != nil {
+		return nil, nil, err
+	}
+	kev := make(chan kube.Event)
+	sel := kube.Selection{Name: pod, Selector: f.selector, AllNamespaces: f.allNS, HostNetwork: f.hostNetwork}
+	targets, err := kc.Watch(ctx, sel, kev, func(msg string) { fmt.Fprintf(stderr, "podtap: %s\n", msg) })
+	if err != nil {
+		return nil, nil, err
+	}
+	events := make(chan targetEvent)
+	go func() {
+		for {
+			var ev kube.Event
+			select {
+			case ev = <-kev:
+			case <-ctx.Done():
+				return
+			}
+			te := targetEvent{add: ev.Add}
+			if ev.Remove != nil {
+				te.remove = ev.Remove.Ifindex
+			}
+			select {
+			case events <- te:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return targets, events, nil
+}
+
+// lockedWriter serialises writes from several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }
 
 // filterProgram builds the filter from the shortcut flags.

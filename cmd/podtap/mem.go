@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/podtap/podtap/kube"
 	"github.com/podtap/podtap/mem"
 	"github.com/spf13/pflag"
 )
@@ -23,6 +24,19 @@ import (
 // any form mem.ReadPod accepts). The Kubernetes support sets it; while it
 // is nil, pod names are refused with a usage error.
 var resolvePodForMem func(ctx context.Context, pod string) (dir string, appContainerIDs []string, err error)
+
+// The Kubernetes support: POD is NAME or NAMESPACE/NAME, found through the
+// kubeconfig that KUBECONFIG or ~/.kube/config names (else in-cluster), on
+// the node NODE_NAME names (else this host's name).
+func init() {
+	resolvePodForMem = func(ctx context.Context, pod string) (string, []string, error) {
+		kc, err := kube.NewClient(kube.Config{})
+		if err != nil {
+			return "", nil, err
+		}
+		return kc.PodCgroup(ctx, pod)
+	}
+}
 
 const memUsage = `Usage: podtap mem [flags] [POD]
 

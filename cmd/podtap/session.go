@@ -22,11 +22,12 @@ import (
 // capture is one run of podtap capture: one loaded program, attached to
 // one or more capture points that may come and go while it runs.
 type capture struct {
-	flags  *captureFlags
-	prog   *filter.Program
-	mode   loader.Mode
-	out    *output
-	stderr io.Writer
+	flags   *captureFlags
+	prog    *filter.Program
+	mode    loader.Mode
+	variant loader.Variant
+	out     *output
+	stderr  io.Writer
 
 	objs    *loader.Objects
 	writer  decode.Writer
@@ -81,6 +82,7 @@ func (c *capture) run(ctx context.Context, targets []*target.Target, events <-ch
 		Snaplen:   c.flags.snaplen,
 		ScanLimit: c.flags.scanLimit,
 		RingSize:  c.flags.ringSize,
+		Variant:   c.variant,
 	})
 	if err != nil {
 		return err
@@ -142,7 +144,7 @@ func (c *capture) run(ctx context.Context, targets []*target.Target, events <-ch
 		for _, t := range targets {
 			names = append(names, fmt.Sprintf("%s (%s)", t.Name, t.Ifname))
 		}
-		fmt.Fprintf(c.stderr, "podtap: capturing on %s, filter: %s\n", strings.Join(names, ", "), c.filterText())
+		fmt.Fprintf(c.stderr, "podtap: capturing on %s [%s, %s scan], filter: %s\n", strings.Join(names, ", "), c.attachModes(), c.objs.Variant, c.filterText())
 	} else {
 		fmt.Fprintf(c.stderr, "podtap: capturing, waiting for pods, filter: %s\n", c.filterText())
 	}
@@ -221,6 +223,19 @@ func (c *capture) removePoint(ifindex int) error {
 	p.mem.sampleNow(time.Now(), c.writer, c.memLog)
 	p.mem = nil
 	return err
+}
+
+// attachModes says how the points are attached: "tcx", "legacy" or both.
+func (c *capture) attachModes() string {
+	var modes []string
+	seen := map[loader.Mode]bool{}
+	for _, p := range c.points {
+		if p.attach != nil && !seen[p.attach.Mode] {
+			seen[p.attach.Mode] = true
+			modes = append(modes, string(p.attach.Mode))
+		}
+	}
+	return strings.Join(modes, "+")
 }
 
 func (c *capture) detachAll() error {
