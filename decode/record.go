@@ -66,9 +66,10 @@ func (c *Clock) Wall(ktime uint64) time.Time {
 	return time.Unix(0, int64(ktime)+int64(c.offset))
 }
 
-// ParseRecord decodes one ring-buffer record. The packet's bytes are
-// copied, so raw may be reused. A VLAN tag that the kernel kept in skb
-// metadata is put back into the frame, as libpcap does.
+// ParseRecord decodes one ring-buffer record. The packet's bytes alias raw
+// (no copy on the hot path): use them before raw is reused. A VLAN tag
+// that the kernel kept in skb metadata is put back into the frame, as
+// libpcap does (into a new buffer).
 func ParseRecord(raw []byte, clock *Clock) (Packet, error) {
 	if len(raw) < loader.RecordHeaderSize {
 		return Packet{}, fmt.Errorf("record of %d bytes is shorter than its %d-byte header", len(raw), loader.RecordHeaderSize)
@@ -103,7 +104,7 @@ func ParseRecord(raw []byte, clock *Clock) (Packet, error) {
 		p.Data = data
 		p.OrigLen += 4
 	} else {
-		p.Data = append([]byte(nil), body...)
+		p.Data = body
 	}
 	return p, nil
 }
