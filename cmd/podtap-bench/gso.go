@@ -58,23 +58,30 @@ func gsoTable(o options) error {
 	}
 	const size = 63000
 	var rows [][]string
-	for _, c := range []struct {
-		name string
-		expr filter.Expr
-		kind string
-		scan bool
-	}{
-		{"--port 9, no match", filter.Port(9), "random", false},
-		{"--contains 16 B, no match, random bytes", filter.Contains(needle), "random", true},
-		{"--contains 16 B, no match, near-miss text", filter.Contains(needle), "near-miss", true},
+	type gsoCase struct {
+		name    string
+		expr    filter.Expr
+		kind    string
+		scan    bool
+		variant loader.Variant
+	}
+	cases := []gsoCase{
+		{"--port 9, no match", filter.Port(9), "random", false, ""},
+		{"--contains 16 B, no match, random bytes", filter.Contains(needle), "random", true, ""},
+		{"--contains 16 B, no match, near-miss text", filter.Contains(needle), "near-miss", true, ""},
 		{"4 x --contains 16 B, no match, random bytes", filter.AllOf(filter.Contains(needle),
-			filter.Contains("another-needle16"), filter.Contains("a-third-needle!!"), filter.Contains("and-a-fourth-one")), "random", true},
-	} {
+			filter.Contains("another-needle16"), filter.Contains("a-third-needle!!"), filter.Contains("and-a-fourth-one")), "random", true, ""},
+		{"--contains 3 B (SWAR scan), no match, random bytes", filter.Contains("lb!"), "random", true, ""},
+	}
+	for _, v := range availableVariants() {
+		cases = append(cases, gsoCase{"--contains 16 B, no match, random bytes [" + string(v) + "]", filter.Contains(needle), "random", true, v})
+	}
+	for _, c := range cases {
 		prog, err := filter.Compile(c.expr, c.name)
 		if err != nil {
 			return err
 		}
-		objs, err := loader.Load(loader.Options{Filter: prog})
+		objs, err := loader.Load(loader.Options{Filter: prog, Variant: c.variant})
 		if err != nil {
 			return err
 		}

@@ -44,20 +44,40 @@ type kernelCase struct {
 	kind    string // payload kind
 	scan    bool   // report scan speed
 	matches bool
+	variant loader.Variant
 }
 
 func kernelCases() []kernelCase {
-	return []kernelCase{
-		{"no filter: every packet copied to the ring", filter.True{}, "random", false, true},
-		{"--port 9, no match", filter.Port(9), "random", false, false},
-		{"--uri /mytest, no match", filter.URI("/mytest"), "random", false, false},
-		{"--uri /mytest, match", filter.URI("/mytest"), "request", false, true},
-		{"--contains 16 B, no match, random bytes", filter.Contains(needle), "random", true, false},
-		{"--contains 16 B, no match, near-miss text", filter.Contains(needle), "near-miss", true, false},
-		{"--contains 16 B, match at the end", filter.Contains(needle), "match-at-end", true, true},
+	cases := []kernelCase{
+		{"no filter: every packet copied to the ring", filter.True{}, "random", false, true, ""},
+		{"--port 9, no match", filter.Port(9), "random", false, false, ""},
+		{"--uri /mytest, no match", filter.URI("/mytest"), "random", false, false, ""},
+		{"--uri /mytest, match", filter.URI("/mytest"), "request", false, true, ""},
+		{"--contains 16 B, no match, random bytes", filter.Contains(needle), "random", true, false, ""},
+		{"--contains 16 B, no match, near-miss text", filter.Contains(needle), "near-miss", true, false, ""},
+		{"--contains 16 B, match at the end", filter.Contains(needle), "match-at-end", true, true, ""},
 		{"4 x --contains 16 B, no match, random bytes", filter.AllOf(filter.Contains(needle),
-			filter.Contains("another-needle16"), filter.Contains("a-third-needle!!"), filter.Contains("and-a-fourth-one")), "random", true, false},
+			filter.Contains("another-needle16"), filter.Contains("a-third-needle!!"), filter.Contains("and-a-fourth-one")), "random", true, false, ""},
+		{"--contains 3 B (SWAR scan), no match, random bytes", filter.Contains("lb!"), "random", true, false, ""},
 	}
+	// Each scan variant this kernel has, on the same search.
+	for _, v := range availableVariants() {
+		cases = append(cases,
+			kernelCase{"--contains 16 B, no match, random bytes [" + string(v) + "]", filter.Contains(needle), "random", true, false, v},
+			kernelCase{"--contains 16 B, no match, near-miss text [" + string(v) + "]", filter.Contains(needle), "near-miss", true, false, v})
+	}
+	return cases
+}
+
+// availableVariants lists the scan variants this kernel can run, best first.
+func availableVariants() []loader.Variant {
+	all := []loader.Variant{loader.VariantIter, loader.VariantLoop, loader.VariantBounded}
+	for i, v := range all {
+		if v == loader.BestVariant() {
+			return all[i:]
+		}
+	}
+	return nil
 }
 
 func kernelTable(o options) error {
@@ -71,7 +91,7 @@ func kernelTable(o options) error {
 		if err != nil {
 			return err
 		}
-		objs, err := loader.Load(loader.Options{Filter: prog, RingSize: 256 << 20})
+		objs, err := loader.Load(loader.Options{Filter: prog, RingSize: 256 << 20, Variant: c.variant})
 		if err != nil {
 			return err
 		}
