@@ -1,11 +1,13 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,10 +17,15 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 
 	"github.com/podtap/podtap/internal/kubetest"
 	"github.com/podtap/podtap/internal/sandbox"
@@ -333,4 +340,116 @@ func nonEmpty(ss []string) []string {
 		}
 	}
 	return out
+}
+
+// loadManifest decodes every object of a multi-document YAML file.
+func loadManifest(t *testing.T, path string) []runtime.Object {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r := yaml.NewYAMLReader(bufio.NewReader(f))
+	var objs []runtime.Object
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return objs
+		}
+		if err != nil {
+			t.Fatalf("read %s: %v", path, err)
+		}
+		if strings.TrimSpace(string(doc)) == "" {
+			continue
+		}
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
+		if err != nil {
+			t.Fatalf("decode %s: %v\n%s", path, err, doc)
+		}
+		objs = append(objs, obj)
+	}
+}
+
+// apply creates the objects of a manifest with strict field validation,
+// as `kubectl apply` would, and returns them as the server stored them.
+func (e *kubeEnv) apply(t *testing.T, objs []runtime.Object) []runtime.Object {
+	t.Helper()
+	ctx := t.Context()
+	opts := metav1.CreateOptions{FieldValidation: "Strict"}
+	var out []runtime.Object
+	for _, obj := range objs {
+		var got runtime.Object
+		var err error
+		switch o := obj.(type) {
+		case *corev1.Namespace:
+			got, err = e.client.CoreV1().Namespaces().Create(ctx, o, opts)
+		case *corev1.ServiceAccount:
+			got, err = e.client.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, opts)
+		case *rbacv1.ClusterRole:
+			got, err = e.client.RbacV1().ClusterRoles().Create(ctx, o, opts)
+		case *rbacv1.ClusterRoleBinding:
+			got, err = e.client.RbacV1().ClusterRoleBindings().Create(ctx, o, opts)
+		case *appsv1.DaemonSet:
+			got, err = e.client.AppsV1().DaemonSets(o.Namespace).Create(ctx, o, opts)
+		default:
+			t.Fatalf("manifest object %T: the test does not know how to create it", obj)
+		}
+		if apierrors.IsAlreadyExists(err) {
+			// Left by an earlier run on this server (-count): namespaces
+			// are never removed without controller-manager.
+			got, err = obj, nil
+		}
+		if err != nil {
+			t.Fatalf("create %T from the manifest: %v", obj, err)
+		}
+		out = append(out, got)
+	}
+	return out
+}
+
+// saKubeconfig writes a kubeconfig that authenticates as a ServiceAccount
+// (created if missing) with a token from the TokenRequest API.
+func (e *kubeEnv) saKubeconfig(t *testing.T, namespace, name string) string {
+	t.Helper()
+	_, err := e.client.CoreV1().ServiceAccounts(namespace).Create(t.Context(), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("create service account %s/%s: %v", namespace, name, err)
+	}
+	cfg, err := e.srv.ServiceAccountConfig(t.Context(), namespace, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig-"+name)
+	if err := kubetest.WriteKubeconfig(path, cfg); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// bind binds a ClusterRole to subjects: a new one with rules, or with nil
+// rules the shipped "podtap". What it creates is removed when the test ends.
+func (e *kubeEnv) bind(t *testing.T, name string, rules []rbacv1.PolicyRule, subjects ...rbacv1.Subject) {
+	t.Helper()
+	ctx := t.Context()
+	roleName := name
+	if rules != nil {
+		if _, err := e.client.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}, Rules: rules}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { e.client.RbacV1().ClusterRoles().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	} else {
+		roleName = "podtap" // the shipped one
+	}
+	crb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: roleName},
+		Subjects:   subjects,
+	}
+	if _, err := e.client.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.client.RbacV1().ClusterRoleBindings().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
 }

@@ -1,19 +1,24 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/podtap/podtap/internal/sandbox"
+	"github.com/podtap/podtap/kube"
 )
 
 // TestKubeCaptureByName: `podtap capture NAME -n NS` finds the pod through
@@ -50,8 +55,9 @@ func TestKubeCaptureByName(t *testing.T) {
 // TestKubeCaptureSelector: `-l` captures every matching pod on this node
 // at once, each on its own pcapng interface; a pod that starts running
 // during the capture is attached, a deleted pod and a pod whose veth
-// vanishes are let go, pods that do not match are never captured, and the
-// file stays valid throughout. One pod's host end is a bridge port, one
+// vanishes, a pod that finishes and one relabelled out of the selector are
+// let go, pods that do not match are never captured, and the file stays
+// valid throughout. One pod's host end is a bridge port, one
 // pod's cgroups follow the systemd driver with CRI-O's names.
 func TestKubeCaptureSelector(t *testing.T) {
 	e := newKubeEnv(t)
@@ -69,11 +75,12 @@ func TestKubeCaptureSelector(t *testing.T) {
 	b := e.addPod(t, kubePodSpec{name: "web-b", labels: web, systemd: true, runtime: "cri-o", bridge: br})
 	db := e.addPod(t, kubePodSpec{name: "db", labels: map[string]string{"app": "db"}})
 	c := e.addPod(t, kubePodSpec{name: "web-c", labels: web, runtime: "docker", pending: true})
+	d := e.addPod(t, kubePodSpec{name: "web-d", labels: web, systemd: true})
 	out := filepath.Join(t.TempDir(), "out.pcapng")
 
 	p := e.capture(t, "-l", "app=web", "--port", "8080", "-w", out)
 	p.waitFor(t, "capturing on")
-	for _, k := range []*kubePod{a, b} {
+	for _, k := range []*kubePod{a, b, d} {
 		if !strings.Contains(p.output(), "pod "+k.key()+" (") {
 			t.Fatalf("not capturing on %s:\n%s", k.key(), p.output())
 		}
@@ -105,17 +112,62 @@ func TestKubeCaptureSelector(t *testing.T) {
 	p.waitFor(t, "pod "+b.key()+" ("+b.sb.HostIf+") is gone")
 
 	request(t, "GET", c.sb.PodURL(false, 8080, "/c2"), "")
+
+	// d finishes: let go.
+	request(t, "GET", d.sb.PodURL(false, 8080, "/d1"), "")
+	st := d.obj.Status
+	st.Phase = corev1.PodSucceeded
+	e.setStatus(t, d, st)
+	p.waitFor(t, "pod "+d.key()+" ("+d.sb.HostIf+") is gone")
+	request(t, "GET", d.sb.PodURL(false, 8080, "/d2"), "")
+
+	// c is relabelled out of the selector: let go.
+	cur, err := e.client.CoreV1().Pods(e.ns).Get(t.Context(), c.obj.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Labels = map[string]string{"app": "web-canary"}
+	if _, err := e.client.CoreV1().Pods(e.ns).Update(t.Context(), cur, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	p.waitFor(t, "pod "+c.key()+" ("+c.sb.HostIf+") is gone")
+	request(t, "GET", c.sb.PodURL(false, 8080, "/c3"), "")
 	time.Sleep(300 * time.Millisecond)
 	p.stop(t)
 
-	uris := byInterface(t, readPackets(t, out), map[string]*kubePod{a.key(): a, b.key(): b, c.key(): c})
-	for k, want := range map[string][]string{a.key(): {"/a1"}, b.key(): {"/b1"}, c.key(): {"/c1", "/c2"}} {
+	uris := byInterface(t, readPackets(t, out), map[string]*kubePod{a.key(): a, b.key(): b, c.key(): c, d.key(): d})
+	for k, want := range map[string][]string{a.key(): {"/a1"}, b.key(): {"/b1"}, c.key(): {"/c1", "/c2"}, d.key(): {"/d1"}} {
 		if got := nonEmpty(uris[k]); !slices.Equal(got, want) {
 			t.Errorf("%s: requests %q, want %q", k, got, want)
 		}
 	}
-	if !strings.Contains(p.output(), "the interface "+b.sb.HostIf+" of pod "+b.key()+" is gone") {
-		t.Errorf("no word on %s's vanished veth:\n%s", b.key(), p.output())
+	for _, w := range []string{
+		"the interface " + b.sb.HostIf + " of pod " + b.key() + " is gone",
+		"pod " + a.key() + " was deleted",
+		"pod " + d.key() + " has finished (phase Succeeded)",
+		"pod " + c.key() + ` no longer matches "app=web"`,
+	} {
+		if !strings.Contains(p.output(), w) {
+			t.Errorf("no %q in podtap's stderr:\n%s", w, p.output())
+		}
+	}
+	// Each pod's memory is recorded, from its pod-level cgroup.
+	side, err := os.ReadFile(strings.TrimSuffix(out, ".pcapng") + ".mem.jsonl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cgroups := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(string(side)), "\n") {
+		var s struct{ Target, Cgroup string }
+		if err := json.Unmarshal([]byte(l), &s); err != nil {
+			t.Fatalf("memory side file: %v: %s", err, l)
+		}
+		cgroups[s.Target] = s.Cgroup
+	}
+	for _, k := range []*kubePod{a, b, c, d} {
+		if got := cgroups["pod "+k.key()]; got != k.podDir {
+			t.Errorf("memory of pod %s recorded from %q, want %q", k.key(), got, k.podDir)
+		}
 	}
 	t.Logf("podtap's stderr:\n%s", p.output())
 }
@@ -278,5 +330,144 @@ func TestKubeMem(t *testing.T) {
 	code, _, stderr = e.podtap(t, env, "mem", e.ns+"/far")
 	if code != 1 || !strings.Contains(stderr, `runs on node "node-far-away"`) {
 		t.Errorf("mem of a pod elsewhere: exit %d, %q", code, stderr)
+	}
+}
+
+// TestKubeDeployRBAC applies deploy/podtap.yaml to the API server, checks
+// that the ClusterRole grants exactly what podtap uses and that the
+// DaemonSet has what podtap needs and listens nowhere, then runs podtap
+// with ServiceAccount tokens under RBAC as that server enforces it: the
+// shipped role suffices for every mode, bound to a ServiceAccount, to a
+// system:serviceaccount: user or to a system:serviceaccounts: group; a
+// token without it gets a clear "forbidden"; and each verb of the role is
+// needed by some mode.
+func TestKubeDeployRBAC(t *testing.T) {
+	e := newKubeEnv(t)
+	objs := e.apply(t, loadManifest(t, "../deploy/podtap.yaml"))
+	t.Cleanup(func() {
+		ctx := context.Background()
+		e.client.RbacV1().ClusterRoleBindings().Delete(ctx, "podtap", metav1.DeleteOptions{})
+		e.client.RbacV1().ClusterRoles().Delete(ctx, "podtap", metav1.DeleteOptions{})
+		e.client.AppsV1().DaemonSets("podtap").Delete(ctx, "podtap", metav1.DeleteOptions{})
+		// The namespace stays Terminating without controller-manager; the
+		// server goes with the test binary.
+	})
+	var role *rbacv1.ClusterRole
+	var binding *rbacv1.ClusterRoleBinding
+	var ds *appsv1.DaemonSet
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *rbacv1.ClusterRole:
+			role = o
+		case *rbacv1.ClusterRoleBinding:
+			binding = o
+		case *appsv1.DaemonSet:
+			ds = o
+		}
+	}
+	if role == nil || binding == nil || ds == nil {
+		t.Fatalf("deploy/podtap.yaml lacks a ClusterRole, ClusterRoleBinding or DaemonSet: %T", objs)
+	}
+	wantRules := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: kube.Permissions}}
+	if !reflect.DeepEqual(role.Rules, wantRules) {
+		t.Errorf("ClusterRole rules %+v, want exactly %+v", role.Rules, wantRules)
+	}
+	spec := ds.Spec.Template.Spec
+	if !spec.HostPID || !spec.HostNetwork || spec.ServiceAccountName != "podtap" || len(spec.Containers) != 1 {
+		t.Errorf("DaemonSet: hostPID %v, hostNetwork %v, serviceAccountName %q, %d containers", spec.HostPID, spec.HostNetwork, spec.ServiceAccountName, len(spec.Containers))
+	}
+	if s := binding.Subjects; len(s) != 1 || s[0].Kind != "ServiceAccount" || s[0].Name != spec.ServiceAccountName || s[0].Namespace != ds.Namespace {
+		t.Errorf("ClusterRoleBinding subjects %+v: want the DaemonSet's ServiceAccount", s)
+	}
+	hostPaths := map[string]string{}
+	for _, v := range spec.Volumes {
+		if v.HostPath != nil {
+			hostPaths[v.Name] = v.HostPath.Path
+		}
+	}
+	for _, c := range append(spec.InitContainers, spec.Containers...) {
+		if len(c.Ports) > 0 || c.ReadinessProbe != nil || c.LivenessProbe != nil {
+			t.Errorf("container %s has ports or probes: %+v", c.Name, c.Ports)
+		}
+		if c.SecurityContext == nil || c.SecurityContext.Privileged == nil || !*c.SecurityContext.Privileged {
+			t.Errorf("container %s is not privileged", c.Name)
+		}
+		mounts := map[string]string{}
+		for _, m := range c.VolumeMounts {
+			mounts[hostPaths[m.Name]] = m.MountPath
+		}
+		if mounts["/proc"] != "/host/proc" || mounts["/sys"] != "/host/sys" {
+			t.Errorf("container %s mounts host paths %v; want /proc at /host/proc and /sys at /host/sys (where podtap looks)", c.Name, mounts)
+		}
+		var nodeEnv bool
+		for _, env := range c.Env {
+			nodeEnv = nodeEnv || env.Name == "NODE_NAME" && env.ValueFrom != nil && env.ValueFrom.FieldRef != nil && env.ValueFrom.FieldRef.FieldPath == "spec.nodeName"
+		}
+		if !nodeEnv {
+			t.Errorf("container %s does not get NODE_NAME from spec.nodeName", c.Name)
+		}
+	}
+
+	web := e.addPod(t, kubePodSpec{name: "web", labels: map[string]string{"app": "web"}})
+	out := filepath.Join(t.TempDir(), "out.pcapng")
+	run := func(kubeconfig string, args ...string) (int, string) {
+		t.Helper()
+		var code int
+		var stderr string
+		if args[0] == "mem" {
+			code, _, stderr = e.podtap(t, []string{"KUBECONFIG=" + kubeconfig, "NODE_NAME=" + e.node}, args...)
+		} else {
+			code, _, stderr = e.podtap(t, nil, append([]string{"capture", "--kubeconfig", kubeconfig, "--node", e.node, "--duration", "200ms", "-w", out}, args...)...)
+		}
+		return code, stderr
+	}
+	everything := [][]string{
+		{"web", "-n", e.ns},
+		{"-l", "app=web", "-n", e.ns},
+		{"-A", "-l", "app=web"},
+		{"mem", web.key()},
+	}
+	mustWork := func(who, kubeconfig string) {
+		t.Helper()
+		for _, args := range everything {
+			if code, stderr := run(kubeconfig, args...); code != 0 || (args[0] != "mem" && !strings.Contains(stderr, "capturing on pod "+web.key())) {
+				t.Errorf("%s: podtap %q: exit %d:\n%s", who, args, code, stderr)
+			}
+		}
+	}
+	mustWork("the DaemonSet's ServiceAccount", e.saKubeconfig(t, ds.Namespace, spec.ServiceAccountName))
+
+	// The shipped role bound to a user and to a group, as RBAC names
+	// ServiceAccounts' tokens.
+	e.bind(t, "podtap-e2e-user-"+e.ns, nil, rbacv1.Subject{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: "system:serviceaccount:" + e.ns + ":byuser"})
+	mustWork("user system:serviceaccount:"+e.ns+":byuser", e.saKubeconfig(t, e.ns, "byuser"))
+	groupNS := e.srv.Namespace(t)
+	e.bind(t, "podtap-e2e-group-"+groupNS, nil, rbacv1.Subject{Kind: "Group", APIGroup: "rbac.authorization.k8s.io", Name: "system:serviceaccounts:" + groupNS})
+	mustWork("group system:serviceaccounts:"+groupNS, e.saKubeconfig(t, groupNS, "anyone"))
+
+	// Without the role: forbidden, said clearly, and what to grant.
+	code, stderr := run(e.saKubeconfig(t, e.ns, "nobody"), "web", "-n", e.ns)
+	want := fmt.Sprintf(`podtap: pods "web" is forbidden: User "system:serviceaccount:%s:nobody" cannot get resource "pods" in API group "" in the namespace %q (podtap needs get, list and watch on pods; the ClusterRole in deploy/podtap.yaml grants them)`, e.ns, e.ns)
+	if code != 1 || strings.TrimSpace(stderr) != want {
+		t.Errorf("no role: exit %d, stderr %q\nwant %q", code, stderr, want)
+	}
+
+	// Least privilege: without any one verb, some mode fails on it.
+	for _, tc := range []struct {
+		verb string
+		args []string
+	}{
+		{"get", []string{"web", "-n", e.ns}},
+		{"list", []string{"-l", "app=web", "-n", e.ns}},
+		{"watch", []string{"-l", "app=web", "-n", e.ns}},
+	} {
+		ns := e.srv.Namespace(t)
+		verbs := slices.DeleteFunc(slices.Clone(kube.Permissions), func(v string) bool { return v == tc.verb })
+		e.bind(t, "podtap-e2e-no-"+tc.verb+"-"+ns, []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: verbs}},
+			rbacv1.Subject{Kind: "Group", APIGroup: "rbac.authorization.k8s.io", Name: "system:serviceaccounts:" + ns})
+		code, stderr := run(e.saKubeconfig(t, ns, "probe"), tc.args...)
+		if want := "cannot " + tc.verb + ` resource "pods"`; code != 1 || !strings.Contains(stderr, want) || !strings.Contains(stderr, "is forbidden") {
+			t.Errorf("role without %q: podtap %q: exit %d, %q; want it refused with %q", tc.verb, tc.args, code, stderr, want)
+		}
 	}
 }

@@ -6,6 +6,7 @@ package target
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -109,13 +110,13 @@ func podPeer(ns netns.NsHandle) (*Target, error) {
 		return nil, fmt.Errorf("list interfaces: %w", err)
 	}
 	var found []*Target
-	var kinds []string
+	var others []Link
 	for _, l := range links {
 		a := l.Attrs()
 		if a.Name == "lo" {
 			continue
 		}
-		kinds = append(kinds, a.Name+" ("+l.Type()+")")
+		others = append(others, Link{Name: a.Name, Kind: l.Type()})
 		if l.Type() != "veth" || a.ParentIndex == 0 {
 			continue
 		}
@@ -145,8 +146,66 @@ func podPeer(ns netns.NsHandle) (*Target, error) {
 		}
 		return nil, fmt.Errorf("several veth pairs lead out (%s) and none is eth0; pick one with -i", strings.Join(names, ", "))
 	}
-	if len(kinds) == 0 {
-		return nil, errors.New("no interface but loopback")
+	return nil, &NoVethError{Links: others}
+}
+
+// Veth finds the host end of the veth leading into the network namespace
+// ns, as Netns and PID do once they have opened it: a veth whose peer lives
+// in podtap's own namespace, eth0 preferred when there are several. The
+// peer may be routed or enslaved to a bridge; either way it is the
+// interface to capture on. Name is left for the caller to set.
+func Veth(ns netns.NsHandle) (*Target, error) { return podPeer(ns) }
+
+// Link is an interface of a network namespace and its kind ("veth",
+// "macvlan", "ipvlan", ...).
+type Link struct{ Name, Kind string }
+
+// NoVethError says that no veth leads from a network namespace into
+// podtap's own.
+type NoVethError struct {
+	Links []Link // the namespace's interfaces but loopback
+}
+
+func (e *NoVethError) Error() string {
+	if len(e.Links) == 0 {
+		return "no interface but loopback"
 	}
-	return nil, fmt.Errorf("no veth whose peer is in this host namespace among %s (macvlan/ipvlan CNIs have none; capture on the parent interface with -i)", strings.Join(kinds, ", "))
+	var kinds []string
+	for _, l := range e.Links {
+		kinds = append(kinds, l.Name+" ("+l.Kind+")")
+	}
+	return fmt.Sprintf("no veth whose peer is in this host namespace among %s (macvlan/ipvlan CNIs have none; capture on the parent interface with -i)", strings.Join(kinds, ", "))
+}
+
+// HasVeth reports whether the namespace has a veth after all, one whose
+// peer lies in a network namespace other than podtap's: podtap then does
+// not run in the node's network namespace.
+func (e *NoVethError) HasVeth() bool {
+	for _, l := range e.Links {
+		if l.Kind == "veth" {
+			return true
+		}
+	}
+	return false
+}
+
+// InterfaceWithAddr targets the host interface that holds addr, as a pod
+// with hostNetwork shares the node's: its traffic is the whole node's.
+func InterfaceWithAddr(addr netip.Addr) (*Target, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses: %w", err)
+	}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok || ip.Unmap() != addr.Unmap() {
+			continue
+		}
+		l, err := netlink.LinkByIndex(a.LinkIndex)
+		if err != nil {
+			return nil, fmt.Errorf("interface %d holding %s: %w", a.LinkIndex, addr, err)
+		}
+		return &Target{Name: l.Attrs().Name, Ifindex: l.Attrs().Index, Ifname: l.Attrs().Name}, nil
+	}
+	return nil, fmt.Errorf("no interface of this host holds %s", addr)
 }
