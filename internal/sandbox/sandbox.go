@@ -42,16 +42,16 @@ type Pod struct {
 var seq atomic.Int32
 
 // New creates a pod named after prefix. Close removes everything.
-func New(prefix string) (p *Pod, err error) {
+func New(prefix string) (_ *Pod, err error) {
 	n := seq.Add(1)
-	p = &Pod{
+	p := &Pod{
 		Name:   fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), n),
 		HostIf: fmt.Sprintf("ptv%d.%d", os.Getpid()%100000, n),
 		PodIf:  "eth0",
 	}
 	defer func() {
 		if err != nil {
-			p.Close()
+			p.Close() // the results are nil by then; p is not
 		}
 	}()
 	if err := run("ip", "netns", "add", p.Name); err != nil {
