@@ -26,6 +26,12 @@ volatile const __u32 cfg_snaplen = 0;     /* 0: whole packet */
 volatile const __u32 cfg_max_cap = 65536; /* copy buffer size, <= PT_MAX_CAP */
 volatile const __u32 cfg_scan_limit = 0;  /* 0: scan the whole packet */
 volatile const __u32 cfg_frame_off = 0;   /* offline: bytes of a made-up Ethernet header */
+volatile const __u32 cfg_follow = 0;      /* follow the flows of matches */
+volatile const __u32 cfg_handshake = 0;   /* keep TCP handshakes for them */
+volatile const __u64 cfg_follow_packets = 0; /* stop following after so many; 0: no limit */
+volatile const __u64 cfg_follow_bytes = 0;
+volatile const __u64 cfg_follow_ns = 0;      /* ... so long after the last match */
+volatile const __u64 cfg_follow_grace_ns = 1000000000; /* after FIN+FIN or RST */
 volatile const struct pt_filter filter;
 
 /* Starting positions examined per scan step, and what one step loads
@@ -65,6 +71,7 @@ struct pkt {
 	__u32 uri_off, uri_end; /* request target, with PT_F_URI_END */
 	__u32 uri_done;         /* uri_end is final */
 	__u16 sport, dport;
+	__u8 tcp_flags;
 	__u8 protos;  /* enum pt_proto */
 	__u8 nvlan;
 	__u16 vlan[PT_MAX_VLANS]; /* VLAN IDs; bit 15 marks an 802.1ad S-tag */
@@ -158,7 +165,60 @@ struct {
 	__type(value, struct wm_tables);
 } wmtab SEC(".maps");
 
-/* HTTP methods that make a line a request line. */
+/* A flow in either direction: the lower (address, port) end first. */
+struct flow_key {
+	__u64 a[2], b[2];
+	__u16 pa, pb;
+	__u8 proto;
+	__u8 _pad[3];
+};
+
+/* A followed flow. */
+struct flow {
+	__u64 until_ns;  /* follow until then (0: no time limit) */
+	__u64 closed_ns; /* FIN from both ends, or RST, seen then (0: open) */
+	__u64 packets;   /* captured by following */
+	__u64 bytes;
+	__u8 fins;       /* 1: FIN from a, 2: FIN from b */
+	__u8 _pad[7];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536); /* --follow-flows */
+	__type(key, struct flow_key);
+	__type(value, struct flow);
+} flows SEC(".maps");
+
+/* The first packets of a TCP connection, kept until its flow matches. */
+struct hs_pkt {
+	struct pt_record hdr;
+	__u8 data[PT_HS_CAP];
+};
+
+struct handshake {
+	__u32 n;
+	__u32 _pad;
+	struct hs_pkt pkts[PT_HS_PKTS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384); /* --follow-flows too */
+	__type(key, struct flow_key);
+	__type(value, struct handshake);
+} handshakes SEC(".maps");
+
+/* A zeroed handshake to insert (too big for the stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct handshake);
+} hs_zero SEC(".maps");
+
+/* HTTP methods that make a line a request line: value 1, or 2 for a line
+ * whose method and URI count but that is no http.request. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 128);
@@ -259,6 +319,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, int direct, struct pk
 		if (hl < sizeof(th) || off + hl > p->ip_end)
 			return PARSE_BAD;
 		p->protos |= PT_PROTO_TCP;
+		p->tcp_flags = ((__u8 *)&th)[13];
 		p->sport = bpf_ntohs(th.source);
 		p->dport = bpf_ntohs(th.dest);
 		p->l4_off = off;
@@ -663,7 +724,11 @@ static __always_inline void http_preds(int variant, struct __sk_buff *skb, struc
 		for (int i = 0; i < PT_METHOD_LEN; i++)
 			if (i < mlen)
 				key.m[i] = line[i];
-		req = bpf_map_lookup_elem(&methods, &key) != NULL;
+		__u8 *class = bpf_map_lookup_elem(&methods, &key);
+
+		/* 1: a request line; 2: a method and URI but, as Wireshark
+		 * reads NOTIFY and SUBSCRIBE, no http.request. */
+		req = class ? *class : 0;
 		uri_off = p->pl_off + mlen + 1;
 	}
 	if (req && (filter.flags & PT_F_URI_END) && uri_off <= p->ip_end) {
@@ -689,7 +754,7 @@ static __always_inline void http_preds(int variant, struct __sk_buff *skb, struc
 		if (!req) {
 			v = 0;
 		} else if (pr->kind == PT_P_HTTP_REQ) {
-			v = 1;
+			v = req == 1;
 		} else if (pr->kind == PT_P_METHOD) {
 			v = slen == mlen && str_eq(key.m, pr->idx);
 		} else if (pr->kind == PT_P_URI_PREFIX && slen == 0) {
@@ -1046,12 +1111,11 @@ static __always_inline void scan(int variant, struct __sk_buff *skb, struct scra
 
 /* Copy the packet to the ring buffer through the CPU's copy buffer. */
 static __always_inline void emit(struct __sk_buff *skb, __u32 len, __u8 dir,
-				 __u64 preds, struct pt_counters *c)
+				 __u64 preds, __u8 flags, struct pt_counters *c)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct copybuf *b = bpf_map_lookup_elem(&copybuf, &cpu);
 	__u64 cap = len;
-	__u8 flags = 0;
 	int cut_snap = 0;
 
 	if (!b) {
@@ -1101,6 +1165,190 @@ static __always_inline void emit(struct __sk_buff *skb, __u32 len, __u8 dir,
 		c->cut_buffer++;
 }
 
+/* The flow key of a parsed TCP/UDP packet; *from_a says which end sent it. */
+static __always_inline int flow_key(const struct pkt *p, struct flow_key *k, int *from_a)
+{
+	int swap;
+
+	if (!(p->protos & (PT_PROTO_TCP | PT_PROTO_UDP)))
+		return 0;
+	/* Addresses compare as raw bytes read as words: any total order
+	 * serves, as long as both directions pick the same. */
+	if (p->src[0] != p->dst[0])
+		swap = p->src[0] > p->dst[0];
+	else if (p->src[1] != p->dst[1])
+		swap = p->src[1] > p->dst[1];
+	else
+		swap = p->sport > p->dport;
+	__builtin_memset(k, 0, sizeof(*k));
+	k->proto = p->protos & PT_PROTO_TCP ? IPPROTO_TCP : IPPROTO_UDP;
+	if (swap) {
+		k->a[0] = p->dst[0];
+		k->a[1] = p->dst[1];
+		k->b[0] = p->src[0];
+		k->b[1] = p->src[1];
+		k->pa = p->dport;
+		k->pb = p->sport;
+	} else {
+		k->a[0] = p->src[0];
+		k->a[1] = p->src[1];
+		k->b[0] = p->dst[0];
+		k->b[1] = p->dst[1];
+		k->pa = p->sport;
+		k->pb = p->dport;
+	}
+	*from_a = !swap;
+	return 1;
+}
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+
+/* Note the end of a TCP connection on a followed flow. */
+static __always_inline void flow_fin(struct flow *f, const struct pkt *p, int from_a, __u64 now)
+{
+	if (!(p->protos & PT_PROTO_TCP) || f->closed_ns)
+		return;
+	if (p->tcp_flags & TCP_FIN)
+		f->fins |= from_a ? 1 : 2;
+	if ((p->tcp_flags & TCP_RST) || f->fins == 3)
+		f->closed_ns = now;
+}
+
+/*
+ * Keep the first packets of a TCP connection (SYN, SYN-ACK, the ACK after
+ * them), cut to PT_HS_CAP bytes, so that a later match can emit them.
+ */
+static __always_inline void keep_handshake(struct __sk_buff *skb, const struct pkt *p,
+					   const struct flow_key *k, __u8 dir, struct pt_counters *c)
+{
+	__u8 fl = p->tcp_flags;
+	struct handshake *h;
+	struct hs_pkt *hp;
+	__u32 zero = 0, n, cap;
+
+	if (!(p->protos & PT_PROTO_TCP) || !(fl & (TCP_SYN | TCP_ACK)) || (fl & (TCP_RST | TCP_FIN)))
+		return;
+	if ((fl & TCP_SYN) && !(fl & TCP_ACK)) {
+		struct handshake *z = bpf_map_lookup_elem(&hs_zero, &zero);
+
+		if (!z || bpf_map_update_elem(&handshakes, k, z, BPF_ANY))
+			return;
+	}
+	h = bpf_map_lookup_elem(&handshakes, k);
+	if (!h)
+		return;
+	n = h->n;
+	if (n >= PT_HS_PKTS)
+		return;
+	/* The SYN-ACK second, then a bare ACK: nothing else is a handshake. */
+	if (n == 1 && !(fl & TCP_SYN))
+		return;
+	if (n == 2 && ((fl & TCP_SYN) || p->pl_off < p->ip_end))
+		return;
+	hp = &h->pkts[n];
+	cap = p->len < PT_HS_CAP ? p->len : PT_HS_CAP;
+	if (cap < 1 || bpf_skb_load_bytes(skb, 0, hp->data, checked_len(cap, PT_HS_CAP, PT_HS_CAP)))
+		return;
+	hp->hdr.ts_ns = bpf_ktime_get_ns();
+	hp->hdr.preds = 0;
+	hp->hdr.ifindex = skb->ifindex;
+	hp->hdr.orig_len = p->len;
+	hp->hdr.cap_len = cap;
+	hp->hdr.dir = dir;
+	hp->hdr.flags = PT_REC_HANDSHAKE;
+	if (skb->vlan_present) {
+		hp->hdr.flags |= PT_REC_VLAN_OFFLOAD;
+		hp->hdr.vlan_tci = skb->vlan_tci;
+		hp->hdr.vlan_proto = skb->vlan_proto;
+	}
+	h->n = n + 1;
+	c->hs_kept++;
+}
+
+/* Send the kept handshake of a flow that just matched, and forget it. */
+static __always_inline void send_handshake(const struct flow_key *k, struct pt_counters *c)
+{
+	struct handshake *h = bpf_map_lookup_elem(&handshakes, k);
+
+	if (!h)
+		return;
+	for (int i = 0; i < PT_HS_PKTS; i++) {
+		struct hs_pkt *hp = &h->pkts[i];
+		__u32 cap = hp->hdr.cap_len;
+
+		if (i >= h->n)
+			break;
+		if (cap > PT_HS_CAP)
+			cap = PT_HS_CAP;
+		if (bpf_ringbuf_output(&events, hp, sizeof(hp->hdr) + cap, 0)) {
+			c->hs_lost++;
+			continue;
+		}
+		c->hs_sent++;
+		c->sent++;
+	}
+	bpf_map_delete_elem(&handshakes, k);
+}
+
+/*
+ * --follow, for one packet: a match starts (or extends) following its
+ * flow; a packet of a followed flow is captured until the flow ends or a
+ * limit is reached. Returns 1 if a non-matching packet is to be captured.
+ */
+static __always_inline int follow(struct __sk_buff *skb, const struct pkt *p, int matched,
+				  __u8 dir, struct pt_counters *c)
+{
+	struct flow_key k;
+	struct flow *f;
+	int from_a;
+	__u64 now;
+
+	if (!flow_key(p, &k, &from_a))
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (cfg_handshake)
+		keep_handshake(skb, p, &k, dir, c);
+	f = bpf_map_lookup_elem(&flows, &k);
+	if (matched) {
+		if (!f) {
+			struct flow nf = {};
+
+			if (cfg_handshake)
+				send_handshake(&k, c);
+			nf.until_ns = cfg_follow_ns ? now + cfg_follow_ns : 0;
+			flow_fin(&nf, p, from_a, now);
+			if (bpf_map_update_elem(&flows, &k, &nf, BPF_NOEXIST) == 0)
+				c->flows_started++;
+			return 0;
+		}
+		if (cfg_follow_ns)
+			f->until_ns = now + cfg_follow_ns;
+		flow_fin(f, p, from_a, now);
+		return 0;
+	}
+	if (!f)
+		return 0;
+	if (f->closed_ns && now - f->closed_ns > cfg_follow_grace_ns) {
+		if (bpf_map_delete_elem(&flows, &k) == 0)
+			c->flows_closed++;
+		return 0;
+	}
+	if ((f->until_ns && now > f->until_ns) ||
+	    (cfg_follow_packets && f->packets >= cfg_follow_packets) ||
+	    (cfg_follow_bytes && f->bytes >= cfg_follow_bytes)) {
+		if (bpf_map_delete_elem(&flows, &k) == 0)
+			c->flows_limited++;
+		return 0;
+	}
+	__sync_fetch_and_add(&f->packets, 1);
+	__sync_fetch_and_add(&f->bytes, p->len);
+	flow_fin(f, p, from_a, now);
+	return 1;
+}
+
 /*
  * Parse the packet into the CPU's scratch space. A global function, like
  * decide(): the verifier checks each once instead of once per path through
@@ -1148,12 +1396,24 @@ static __always_inline int decide(struct __sk_buff *skb, int (*decide_http)(stru
 	return r == 1;
 }
 
+/* --follow for the parsed packet; a global function, verified once. */
+__attribute__((noinline)) int follow_pkt(struct __sk_buff *skb, int matched, int dir)
+{
+	__u32 zero = 0;
+	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
+	struct pt_counters *c = bpf_map_lookup_elem(&counters, &zero);
+
+	if (!skb || !sc || !c)
+		return 0;
+	return follow(skb, &sc->p, matched, dir, c);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u8 dir, int (*decide_fn)(struct __sk_buff *))
 {
 	__u32 zero = 0;
 	struct pt_counters *c = bpf_map_lookup_elem(&counters, &zero);
 	struct scratch *sc;
-	int r;
+	int r, m, f = 0;
 
 	if (!c)
 		return TC_ACT_UNSPEC;
@@ -1166,15 +1426,21 @@ static __always_inline int handle(struct __sk_buff *skb, __u8 dir, int (*decide_
 		c->not_ip++;
 	else if (r == PARSE_BAD)
 		c->bad_header++;
-	if (!decide_fn(skb))
+	m = decide_fn(skb);
+	if (cfg_follow)
+		f = follow_pkt(skb, m, dir);
+	if (!m && !f)
 		return TC_ACT_UNSPEC;
-	c->matched++;
+	if (m)
+		c->matched++;
+	else
+		c->followed++;
 	sc = bpf_map_lookup_elem(&scratch, &zero);
 	if (!sc) {
 		c->lost_scratch++;
 		return TC_ACT_UNSPEC;
 	}
-	emit(skb, sc->p.len, dir, sc->val, c);
+	emit(skb, sc->p.len, dir, m ? sc->val : 0, m ? 0 : PT_REC_FOLLOW, c);
 	return TC_ACT_UNSPEC;
 }
 

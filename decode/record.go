@@ -40,12 +40,16 @@ type Packet struct {
 	Data      []byte // captured bytes
 	Preds     uint64 // predicates that held
 	CutBuffer bool   // longer than loader.MaxCapture: cut
+	Followed  bool   // captured because its flow is followed (--follow)
+	Handshake bool   // a TCP handshake packet kept from before the match
 }
 
 // Flags of struct pt_record (enum pt_rec_flags).
 const (
 	recVLANOffload = 1 << 0
 	recCutBuffer   = 1 << 1
+	recFollow      = 1 << 2
+	recHandshake   = 1 << 3
 )
 
 // Clock converts the kernel's monotonic timestamps to wall-clock time.
@@ -90,6 +94,8 @@ func ParseRecord(raw []byte, clock *Clock) (Packet, error) {
 		OrigLen:   int(h.OrigLen),
 		Preds:     h.Preds,
 		CutBuffer: h.Flags&recCutBuffer != 0,
+		Followed:  h.Flags&recFollow != 0,
+		Handshake: h.Flags&recHandshake != 0,
 	}
 	if h.Flags&recVLANOffload != 0 && len(body) >= 12 {
 		data := make([]byte, 0, len(body)+4)

@@ -14,7 +14,7 @@
 #define PT_MAX_VLANS 3    /* VLAN tags parsed (one offloaded + stacked in data) */
 #define PT_MAX_EXTHDRS 8  /* IPv6 extension headers walked */
 #define PT_MAX_CAP (256 * 1024) /* largest packet copy one record can carry */
-#define PT_METHOD_LEN 16  /* longest HTTP method recognised */
+#define PT_METHOD_LEN 20  /* longest HTTP method recognised (M-BASELINE-CONTROL) */
 
 /* Which hook a record came from. */
 enum pt_dir {
@@ -26,7 +26,12 @@ enum pt_dir {
 enum pt_rec_flags {
 	PT_REC_VLAN_OFFLOAD = 1 << 0, /* tag was in skb metadata, not in the bytes */
 	PT_REC_CUT_BUFFER = 1 << 1,   /* packet longer than PT_MAX_CAP: copy cut */
+	PT_REC_FOLLOW = 1 << 2,       /* captured because its flow is followed */
+	PT_REC_HANDSHAKE = 1 << 3,    /* kept from before the match (handshake) */
 };
+
+#define PT_HS_PKTS 3   /* handshake packets kept per TCP flow */
+#define PT_HS_CAP 128  /* bytes kept of each */
 
 /* Header of every ring-buffer record; cap_len packet bytes follow it. */
 struct pt_record {
@@ -60,6 +65,15 @@ struct pt_counters {
 	__u64 bad_header;     /* IPv4/IPv6/TCP/UDP header truncated or invalid */
 	__u64 scan_cut;       /* payload scan stopped at the scan limit */
 	__u64 scan_bytes;     /* bytes examined by the payload scan */
+	/* --follow: a seen packet that did not match but belongs to a followed
+	 * flow is "followed"; matched + followed are sent or lost. */
+	__u64 followed;
+	__u64 flows_started;  /* flows that began to be followed */
+	__u64 flows_closed;   /* ... ended by FIN from both sides or RST */
+	__u64 flows_limited;  /* ... ended by --follow-packets/-bytes/-timeout */
+	__u64 hs_kept;        /* handshake packets kept */
+	__u64 hs_sent;        /* ... sent at a match (counted in sent) */
+	__u64 hs_lost;        /* ... that did not fit the ring */
 };
 
 /* Predicate kinds. */
@@ -163,7 +177,7 @@ struct pt_filter {
 	__u32 npreds;
 	__u32 npats;
 	__u32 flags;
-	__u32 _pad;
+	__u32 wm_m; /* Wu-Manber window (shortest pattern), 0: use the SWAR scan */
 	__u64 http_preds;  /* predicates that need the request line */
 	__u64 scan_preds;  /* predicates decided by the payload scan */
 	__u8 code[PT_MAX_CODE];

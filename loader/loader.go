@@ -4,11 +4,13 @@
 package loader
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -29,11 +31,12 @@ const DefaultRingSize = 8 << 20
 // Options configure one load of the program.
 type Options struct {
 	Filter    *filter.Program
-	Methods   []string // HTTP methods that start a request line; nil: filter.Methods
-	Snaplen   uint32   // bytes of each packet kept; 0: the whole packet
-	ScanLimit uint32   // bytes of each packet searched for patterns; 0: all
-	RingSize  uint32   // ring buffer bytes, a power of two; 0: DefaultRingSize
-	Variant   Variant  // how the payload scan is driven; "": the best the kernel has
+	Methods   map[string]filter.MethodClass // HTTP methods; nil: filter.Methods
+	Snaplen   uint32                        // bytes of each packet kept; 0: the whole packet
+	ScanLimit uint32                        // bytes of each packet searched for patterns; 0: all
+	RingSize  uint32                        // ring buffer bytes, a power of two; 0: DefaultRingSize
+	Variant   Variant                       // how the payload scan is driven; "": the best the kernel has
+	Follow    Follow                        // --follow
 	// FrameOffset: frames start with this many bytes of an Ethernet header
 	// made up for offline input that had none; "frame" patterns skip them.
 	FrameOffset uint32
@@ -56,6 +59,52 @@ func (o *Objects) Egress() *ebpf.Program { return o.egress }
 
 // Events is the ring buffer of matched packets.
 func (o *Objects) Events() *ebpf.Map { return o.coll.Maps["events"] }
+
+// Follow configures following the flows of matching packets.
+type Follow struct {
+	On        bool
+	Handshake bool          // keep TCP handshakes, sent when their flow matches
+	Packets   uint64        // stop following a flow after so many packets; 0: no limit
+	Bytes     uint64        // ... so many bytes
+	Timeout   time.Duration // ... so long after its last match
+	Flows     uint32        // flows remembered at once (LRU); 0: DefaultFollowFlows
+	// Grace: how long a flow is still followed after FIN from both ends
+	// or a RST, for the last ACKs; 0: DefaultFollowGrace.
+	Grace time.Duration
+}
+
+// DefaultFollowGrace is how long a closed flow is still followed.
+const DefaultFollowGrace = time.Second
+
+// DefaultFollowFlows is how many flows --follow remembers at once.
+const DefaultFollowFlows = 65536
+
+func boolU32(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// FollowedFlows counts the flows in the follow table now: those still
+// open, and those that ended (FIN from both ends, or RST) but are kept
+// until a packet after their grace period removes them.
+func (o *Objects) FollowedFlows() (open, closed int, err error) {
+	var k podtapFlowKey
+	var v podtapFlow
+	it := o.coll.Maps["flows"].Iterate()
+	for it.Next(&k, &v) {
+		if v.ClosedNs != 0 {
+			closed++
+		} else {
+			open++
+		}
+	}
+	if err := it.Err(); err != nil {
+		return 0, 0, fmt.Errorf("count followed flows: %w", err)
+	}
+	return open, closed, nil
+}
 
 // Counters is struct pt_counters: what the program saw, summed over CPUs.
 type Counters = podtapPtCounters
@@ -83,12 +132,20 @@ func (o *Objects) Counters() (Counters, error) {
 		c.BadHeader += x.BadHeader
 		c.ScanCut += x.ScanCut
 		c.ScanBytes += x.ScanBytes
+		c.Followed += x.Followed
+		c.FlowsStarted += x.FlowsStarted
+		c.FlowsClosed += x.FlowsClosed
+		c.FlowsLimited += x.FlowsLimited
+		c.HsKept += x.HsKept
+		c.HsSent += x.HsSent
+		c.HsLost += x.HsLost
 	}
 	return c, nil
 }
 
-// Lost is the number of matched packets that never reached the ring.
-func (c Counters) Lost() uint64 { return c.LostRingbuf + c.LostLoad + c.LostScratch }
+// Lost is the number of packets (matched or followed) that never reached
+// the ring, handshake packets included.
+func (c Counters) Lost() uint64 { return c.LostRingbuf + c.LostLoad + c.LostScratch + c.HsLost }
 
 // Test runs the ingress program once on frame with BPF_PROG_TEST_RUN, as
 // if the frame had arrived on an interface. What matches goes to the ring
@@ -130,6 +187,12 @@ func Load(opts Options) (*Objects, error) {
 		return nil, fmt.Errorf("count possible CPUs: %w", err)
 	}
 	spec.Maps["events"].MaxEntries = ring
+	flows := opts.Follow.Flows
+	if flows == 0 {
+		flows = DefaultFollowFlows
+	}
+	spec.Maps["flows"].MaxEntries = flows
+	spec.Maps["handshakes"].MaxEntries = flows
 	spec.Maps["copybuf"].MaxEntries = uint32(cpus)
 	spec.Maps["copybuf"].ValueSize = uint32(RecordHeaderSize) + maxCap
 
@@ -154,11 +217,17 @@ func Load(opts Options) (*Objects, error) {
 	pats := opts.Filter.Patterns()
 	f.WmM = uint32(wmWindow(pats))
 	for name, v := range map[string]any{
-		"cfg_snaplen":    opts.Snaplen,
-		"cfg_max_cap":    maxCap,
-		"cfg_scan_limit": opts.ScanLimit,
-		"cfg_frame_off":  opts.FrameOffset,
-		"filter":         f,
+		"cfg_snaplen":         opts.Snaplen,
+		"cfg_max_cap":         maxCap,
+		"cfg_scan_limit":      opts.ScanLimit,
+		"cfg_frame_off":       opts.FrameOffset,
+		"cfg_follow":          boolU32(opts.Follow.On),
+		"cfg_handshake":       boolU32(opts.Follow.On && opts.Follow.Handshake),
+		"cfg_follow_packets":  opts.Follow.Packets,
+		"cfg_follow_bytes":    opts.Follow.Bytes,
+		"cfg_follow_ns":       uint64(opts.Follow.Timeout.Nanoseconds()),
+		"cfg_follow_grace_ns": uint64(cmp.Or(opts.Follow.Grace, DefaultFollowGrace).Nanoseconds()),
+		"filter":              f,
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("set %s: %w", name, err)
@@ -186,7 +255,7 @@ func Load(opts Options) (*Objects, error) {
 	if methods == nil {
 		methods = filter.Methods
 	}
-	for _, m := range methods {
+	for m, class := range methods {
 		var key podtapMethodKey
 		if len(m) == 0 || len(m) > len(key.M) {
 			o.Close()
@@ -194,7 +263,7 @@ func Load(opts Options) (*Objects, error) {
 		}
 		key.Len = uint32(len(m))
 		copy(key.M[:], m)
-		if err := coll.Maps["methods"].Put(&key, uint8(1)); err != nil {
+		if err := coll.Maps["methods"].Put(&key, uint8(class)); err != nil {
 			o.Close()
 			return nil, fmt.Errorf("add HTTP method %q: %w", m, err)
 		}

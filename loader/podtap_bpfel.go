@@ -13,26 +13,64 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type podtapFlow struct {
+	_        structs.HostLayout
+	UntilNs  uint64
+	ClosedNs uint64
+	Packets  uint64
+	Bytes    uint64
+	Fins     uint8
+	Pad      [7]uint8
+}
+
+type podtapFlowKey struct {
+	_     structs.HostLayout
+	A     [2]uint64
+	B     [2]uint64
+	Pa    uint16
+	Pb    uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
+type podtapHandshake struct {
+	_    structs.HostLayout
+	N    uint32
+	Pad  uint32
+	Pkts [3]struct {
+		_    structs.HostLayout
+		Hdr  podtapPtRecord
+		Data [128]uint8
+	}
+}
+
 type podtapMethodKey struct {
 	_   structs.HostLayout
 	Len uint32
-	M   [16]uint8
+	M   [20]uint8
 }
 
 type podtapPtCounters struct {
-	_           structs.HostLayout
-	Seen        uint64
-	Matched     uint64
-	Sent        uint64
-	LostRingbuf uint64
-	LostLoad    uint64
-	LostScratch uint64
-	CutSnaplen  uint64
-	CutBuffer   uint64
-	NotIp       uint64
-	BadHeader   uint64
-	ScanCut     uint64
-	ScanBytes   uint64
+	_            structs.HostLayout
+	Seen         uint64
+	Matched      uint64
+	Sent         uint64
+	LostRingbuf  uint64
+	LostLoad     uint64
+	LostScratch  uint64
+	CutSnaplen   uint64
+	CutBuffer    uint64
+	NotIp        uint64
+	BadHeader    uint64
+	ScanCut      uint64
+	ScanBytes    uint64
+	Followed     uint64
+	FlowsStarted uint64
+	FlowsClosed  uint64
+	FlowsLimited uint64
+	HsKept       uint64
+	HsSent       uint64
+	HsLost       uint64
 }
 
 type podtapPtFilter struct {
@@ -120,21 +158,24 @@ type podtapPtStr struct {
 type podtapScratch struct {
 	_ structs.HostLayout
 	P struct {
-		_       structs.HostLayout
-		Len     uint32
-		L4Off   uint32
-		PlOff   uint32
-		IpEnd   uint32
-		UriOff  uint32
-		UriEnd  uint32
-		UriDone uint32
-		Sport   uint16
-		Dport   uint16
-		Protos  uint8
-		Nvlan   uint8
-		Vlan    [3]uint16
-		Src     [2]uint64
-		Dst     [2]uint64
+		_        structs.HostLayout
+		Len      uint32
+		L4Off    uint32
+		PlOff    uint32
+		IpEnd    uint32
+		UriOff   uint32
+		UriEnd   uint32
+		UriDone  uint32
+		Sport    uint16
+		Dport    uint16
+		TcpFlags uint8
+		Protos   uint8
+		Nvlan    uint8
+		_        [1]byte
+		Vlan     [3]uint16
+		_        [6]byte
+		Src      [2]uint64
+		Dst      [2]uint64
 	}
 	Known uint64
 	Val   uint64
@@ -169,6 +210,9 @@ const (
 	podtapMapCopybuf               = "copybuf"
 	podtapMapCounters              = "counters"
 	podtapMapEvents                = "events"
+	podtapMapFlows                 = "flows"
+	podtapMapHandshakes            = "handshakes"
+	podtapMapHsZero                = "hs_zero"
 	podtapMapMethods               = "methods"
 	podtapMapScratch               = "scratch"
 	podtapMapWmtab                 = "wmtab"
@@ -178,7 +222,13 @@ const (
 	podtapProgPodtapIngressBounded = "podtap_ingress_bounded"
 	podtapProgPodtapIngressIter    = "podtap_ingress_iter"
 	podtapProgPodtapIngressLoop    = "podtap_ingress_loop"
+	podtapVarCfgFollow             = "cfg_follow"
+	podtapVarCfgFollowBytes        = "cfg_follow_bytes"
+	podtapVarCfgFollowGraceNs      = "cfg_follow_grace_ns"
+	podtapVarCfgFollowNs           = "cfg_follow_ns"
+	podtapVarCfgFollowPackets      = "cfg_follow_packets"
 	podtapVarCfgFrameOff           = "cfg_frame_off"
+	podtapVarCfgHandshake          = "cfg_handshake"
 	podtapVarCfgMaxCap             = "cfg_max_cap"
 	podtapVarCfgScanLimit          = "cfg_scan_limit"
 	podtapVarCfgSnaplen            = "cfg_snaplen"
@@ -240,24 +290,33 @@ type podtapProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type podtapMapSpecs struct {
-	Copybuf  *ebpf.MapSpec `ebpf:"copybuf"`
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Events   *ebpf.MapSpec `ebpf:"events"`
-	Methods  *ebpf.MapSpec `ebpf:"methods"`
-	Scratch  *ebpf.MapSpec `ebpf:"scratch"`
-	Wmtab    *ebpf.MapSpec `ebpf:"wmtab"`
+	Copybuf    *ebpf.MapSpec `ebpf:"copybuf"`
+	Counters   *ebpf.MapSpec `ebpf:"counters"`
+	Events     *ebpf.MapSpec `ebpf:"events"`
+	Flows      *ebpf.MapSpec `ebpf:"flows"`
+	Handshakes *ebpf.MapSpec `ebpf:"handshakes"`
+	HsZero     *ebpf.MapSpec `ebpf:"hs_zero"`
+	Methods    *ebpf.MapSpec `ebpf:"methods"`
+	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
+	Wmtab      *ebpf.MapSpec `ebpf:"wmtab"`
 }
 
 // podtapVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type podtapVariableSpecs struct {
-	CfgFrameOff  *ebpf.VariableSpec `ebpf:"cfg_frame_off"`
-	CfgMaxCap    *ebpf.VariableSpec `ebpf:"cfg_max_cap"`
-	CfgScanLimit *ebpf.VariableSpec `ebpf:"cfg_scan_limit"`
-	CfgSnaplen   *ebpf.VariableSpec `ebpf:"cfg_snaplen"`
-	Filter       *ebpf.VariableSpec `ebpf:"filter"`
-	UnusedRecord *ebpf.VariableSpec `ebpf:"unused_record"`
+	CfgFollow        *ebpf.VariableSpec `ebpf:"cfg_follow"`
+	CfgFollowBytes   *ebpf.VariableSpec `ebpf:"cfg_follow_bytes"`
+	CfgFollowGraceNs *ebpf.VariableSpec `ebpf:"cfg_follow_grace_ns"`
+	CfgFollowNs      *ebpf.VariableSpec `ebpf:"cfg_follow_ns"`
+	CfgFollowPackets *ebpf.VariableSpec `ebpf:"cfg_follow_packets"`
+	CfgFrameOff      *ebpf.VariableSpec `ebpf:"cfg_frame_off"`
+	CfgHandshake     *ebpf.VariableSpec `ebpf:"cfg_handshake"`
+	CfgMaxCap        *ebpf.VariableSpec `ebpf:"cfg_max_cap"`
+	CfgScanLimit     *ebpf.VariableSpec `ebpf:"cfg_scan_limit"`
+	CfgSnaplen       *ebpf.VariableSpec `ebpf:"cfg_snaplen"`
+	Filter           *ebpf.VariableSpec `ebpf:"filter"`
+	UnusedRecord     *ebpf.VariableSpec `ebpf:"unused_record"`
 }
 
 // podtapObjects contains all objects after they have been loaded into the kernel.
@@ -280,12 +339,15 @@ func (o *podtapObjects) Close() error {
 //
 // It can be passed to loadPodtapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type podtapMaps struct {
-	Copybuf  *ebpf.Map `ebpf:"copybuf"`
-	Counters *ebpf.Map `ebpf:"counters"`
-	Events   *ebpf.Map `ebpf:"events"`
-	Methods  *ebpf.Map `ebpf:"methods"`
-	Scratch  *ebpf.Map `ebpf:"scratch"`
-	Wmtab    *ebpf.Map `ebpf:"wmtab"`
+	Copybuf    *ebpf.Map `ebpf:"copybuf"`
+	Counters   *ebpf.Map `ebpf:"counters"`
+	Events     *ebpf.Map `ebpf:"events"`
+	Flows      *ebpf.Map `ebpf:"flows"`
+	Handshakes *ebpf.Map `ebpf:"handshakes"`
+	HsZero     *ebpf.Map `ebpf:"hs_zero"`
+	Methods    *ebpf.Map `ebpf:"methods"`
+	Scratch    *ebpf.Map `ebpf:"scratch"`
+	Wmtab      *ebpf.Map `ebpf:"wmtab"`
 }
 
 func (m *podtapMaps) Close() error {
@@ -293,6 +355,9 @@ func (m *podtapMaps) Close() error {
 		m.Copybuf,
 		m.Counters,
 		m.Events,
+		m.Flows,
+		m.Handshakes,
+		m.HsZero,
 		m.Methods,
 		m.Scratch,
 		m.Wmtab,
@@ -303,12 +368,18 @@ func (m *podtapMaps) Close() error {
 //
 // It can be passed to loadPodtapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type podtapVariables struct {
-	CfgFrameOff  *ebpf.Variable `ebpf:"cfg_frame_off"`
-	CfgMaxCap    *ebpf.Variable `ebpf:"cfg_max_cap"`
-	CfgScanLimit *ebpf.Variable `ebpf:"cfg_scan_limit"`
-	CfgSnaplen   *ebpf.Variable `ebpf:"cfg_snaplen"`
-	Filter       *ebpf.Variable `ebpf:"filter"`
-	UnusedRecord *ebpf.Variable `ebpf:"unused_record"`
+	CfgFollow        *ebpf.Variable `ebpf:"cfg_follow"`
+	CfgFollowBytes   *ebpf.Variable `ebpf:"cfg_follow_bytes"`
+	CfgFollowGraceNs *ebpf.Variable `ebpf:"cfg_follow_grace_ns"`
+	CfgFollowNs      *ebpf.Variable `ebpf:"cfg_follow_ns"`
+	CfgFollowPackets *ebpf.Variable `ebpf:"cfg_follow_packets"`
+	CfgFrameOff      *ebpf.Variable `ebpf:"cfg_frame_off"`
+	CfgHandshake     *ebpf.Variable `ebpf:"cfg_handshake"`
+	CfgMaxCap        *ebpf.Variable `ebpf:"cfg_max_cap"`
+	CfgScanLimit     *ebpf.Variable `ebpf:"cfg_scan_limit"`
+	CfgSnaplen       *ebpf.Variable `ebpf:"cfg_snaplen"`
+	Filter           *ebpf.Variable `ebpf:"filter"`
+	UnusedRecord     *ebpf.Variable `ebpf:"unused_record"`
 }
 
 // podtapPrograms contains all programs after they have been loaded into the kernel.

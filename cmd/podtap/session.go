@@ -83,6 +83,7 @@ func (c *capture) run(ctx context.Context, targets []*target.Target, events <-ch
 		ScanLimit: c.flags.scanLimit,
 		RingSize:  c.flags.ringSize,
 		Variant:   c.variant,
+		Follow:    c.flags.follow,
 	})
 	if err != nil {
 		return err
@@ -372,8 +373,15 @@ func (c *capture) handle(raw []byte, clock *decode.Clock) error {
 	comment := ""
 	if c.isPcapng() {
 		comment = fmt.Sprintf("podtap %s %s", pt.target.Name, dir)
-		if d := c.prog.Describe(p.Preds); d != "" {
-			comment += "; matched: " + d
+		switch {
+		case p.Handshake:
+			comment += "; handshake kept from before the match (--follow-handshake)"
+		case p.Followed:
+			comment += "; following the flow of a match (--follow)"
+		default:
+			if d := c.prog.Describe(p.Preds); d != "" {
+				comment += "; matched: " + d
+			}
 		}
 		if m := pt.mem.takePending(); m != "" {
 			comment += "; " + m
@@ -419,6 +427,24 @@ func (c *capture) liveLine() {
 	fmt.Fprintf(c.stderr, "\r\033[Kseen %d  matched %d  written %d  dropped %d", k.Seen, k.Matched, c.written, k.Lost())
 }
 
+// followSummary says what --follow did, and how many followed flows the
+// full table evicted: started flows that neither ended nor are still in
+// the table.
+func (c *capture) followSummary(k loader.Counters) {
+	open, closed, err := c.objs.FollowedFlows()
+	if err != nil {
+		fmt.Fprintf(c.stderr, "podtap: %v\n", err)
+		return
+	}
+	evicted := int64(k.FlowsStarted) - int64(k.FlowsClosed+k.FlowsLimited) - int64(open+closed)
+	fmt.Fprintf(c.stderr, "podtap: followed %d flows: %d ended (FIN or RST), %d reached a --follow limit, %d still open, %d evicted from the full table (raise --follow-flows)",
+		k.FlowsStarted, k.FlowsClosed+uint64(closed), k.FlowsLimited, open, max(evicted, 0))
+	if c.flags.follow.Handshake {
+		fmt.Fprintf(c.stderr, "; %d handshake packets kept, %d written before their match", k.HsKept, k.HsSent)
+	}
+	fmt.Fprintln(c.stderr)
+}
+
 // summary prints, like tcpdump does at the end, what happened to the
 // packets: every matched packet is written, dropped for a stated reason,
 // or left unwritten because -c was reached.
@@ -427,7 +453,14 @@ func (c *capture) summary(k loader.Counters) {
 		fmt.Fprint(c.stderr, "\r\033[K")
 	}
 	dropped := k.Lost() + c.invalid
-	fmt.Fprintf(c.stderr, "podtap: %d packets seen, %d matched, %d written, %d dropped", k.Seen, k.Matched, c.written, dropped)
+	fmt.Fprintf(c.stderr, "podtap: %d packets seen, %d matched", k.Seen, k.Matched)
+	if c.flags.follow.On {
+		fmt.Fprintf(c.stderr, ", %d followed", k.Followed)
+		if c.flags.follow.Handshake {
+			fmt.Fprintf(c.stderr, ", %d handshake", k.HsSent+k.HsLost)
+		}
+	}
+	fmt.Fprintf(c.stderr, ", %d written, %d dropped", c.written, dropped)
 	if c.skipped > 0 {
 		fmt.Fprintf(c.stderr, ", %d not written (-c %d reached)", c.skipped, c.flags.count)
 	}
@@ -440,6 +473,7 @@ func (c *capture) summary(k loader.Counters) {
 		{k.LostRingbuf, "ring buffer full (try a larger --buffer-size)"},
 		{k.LostLoad, "packet copy failed"},
 		{k.LostScratch, "no copy buffer"},
+		{k.HsLost, "handshake packets: ring buffer full"},
 		{c.invalid, "malformed record"},
 	} {
 		if r.n > 0 {
@@ -448,6 +482,9 @@ func (c *capture) summary(k loader.Counters) {
 	}
 	if len(why) > 0 {
 		fmt.Fprintf(c.stderr, "podtap: dropped: %s\n", strings.Join(why, ", "))
+	}
+	if c.flags.follow.On {
+		c.followSummary(k)
 	}
 	var notes []string
 	if k.CutSnaplen > 0 {
