@@ -82,7 +82,7 @@ const (
 	MaxPatLen   = 64
 	MaxStrings  = 8
 	MaxStrLen   = 128
-	MaxMethod   = 16
+	MaxMethod   = 20
 )
 
 // Pred is one primitive test.
@@ -356,8 +356,33 @@ func (p *Program) Eval(val uint64) bool {
 	return len(st) == 1 && st[0]
 }
 
-// Methods is the default set of HTTP methods that make a line a request
-// line. It follows Wireshark 4.0's HTTP dissector (see docs/FILTERS.md).
-var Methods = []string{
-	"GET", "PUT", "POST", "HEAD", "DELETE", "OPTIONS", "TRACE", "CONNECT", "PATCH",
-}
+// MethodClass says what a method at the start of a TCP payload makes of
+// the line.
+type MethodClass uint8
+
+const (
+	// MethodRequest: a request line; http.request holds.
+	MethodRequest MethodClass = 1
+	// MethodLineOnly: Wireshark 4.0 reads the method and URI of the line
+	// but does not call it http.request (NOTIFY, SUBSCRIBE, UNSUBSCRIBE).
+	MethodLineOnly MethodClass = 2
+)
+
+// Methods are the HTTP methods podtap recognises, as Wireshark 4.0's HTTP
+// dissector does (checked against tshark 4.0.17): its 38 request methods,
+// the three it reads without calling them requests, and each of them with
+// the "M-" prefix of HTTP extensions. Anything else (PURGE, QUERY, a
+// lowercase "get") starts no request line, as in Wireshark 4.0.
+var Methods = func() map[string]MethodClass {
+	m := map[string]MethodClass{}
+	for _, s := range strings.Fields(`GET PUT COPY HEAD LOCK MOVE POLL POST BCOPY BMOVE MKCOL TRACE PATCH
+		LABEL MERGE DELETE SEARCH UNLOCK REPORT UPDATE BDELETE CONNECT OPTIONS CHECKIN PROPFIND
+		CHECKOUT CCM_POST PROPPATCH BPROPFIND BPROPPATCH UNCHECKOUT MKACTIVITY MKWORKSPACE
+		RPC_CONNECT RPC_IN_DATA RPC_OUT_DATA VERSION-CONTROL BASELINE-CONTROL SSTP_DUPLEX_POST`) {
+		m[s], m["M-"+s] = MethodRequest, MethodRequest
+	}
+	for _, s := range []string{"NOTIFY", "SUBSCRIBE", "UNSUBSCRIBE"} {
+		m[s], m["M-"+s] = MethodLineOnly, MethodLineOnly
+	}
+	return m
+}()

@@ -231,40 +231,36 @@ func (p *Packet) region(d []byte, r Region) []byte {
 type Request struct {
 	Method []byte
 	URI    []byte
+	Class  MethodClass
 }
 
 // ParseRequest finds the request line at the start of the TCP payload: a
 // method from methods followed by one space, then the request target up
 // to the next space, CR or LF, or the end of the payload.
-func (p *Packet) ParseRequest(d []byte, methods map[string]bool) (Request, bool) {
+func (p *Packet) ParseRequest(d []byte, methods map[string]MethodClass) (Request, bool) {
 	if p.Protos&ProtoTCP == 0 || p.PayOff >= p.IPEnd {
 		return Request{}, false
 	}
 	pl := d[p.PayOff:p.IPEnd]
 	sp := bytes.IndexByte(pl[:min(len(pl), MaxMethod+1)], ' ')
-	if sp < 1 || !methods[string(pl[:sp])] {
+	if sp < 1 || methods[string(pl[:sp])] == 0 {
 		return Request{}, false
 	}
 	uri := pl[sp+1:]
 	if end := bytes.IndexAny(uri, " \r\n"); end >= 0 {
 		uri = uri[:end]
 	}
-	return Request{Method: pl[:sp], URI: uri}, true
+	return Request{Method: pl[:sp], URI: uri, Class: methods[string(pl[:sp])]}, true
 }
 
-// MethodSet makes a lookup set of method names.
-func MethodSet(methods []string) map[string]bool {
-	m := make(map[string]bool, len(methods))
-	for _, s := range methods {
-		m[s] = true
-	}
-	return m
-}
+// MethodSet returns the method table Match takes (kept for callers that
+// build one; Methods is the default).
+func MethodSet(m map[string]MethodClass) map[string]MethodClass { return m }
 
 // Match evaluates the program on a frame in plain Go, with the kernel
 // program's semantics. It returns whether the frame matches and which
 // predicates hold.
-func (prog *Program) Match(f Frame, methods map[string]bool) (bool, uint64) {
+func (prog *Program) Match(f Frame, methods map[string]MethodClass) (bool, uint64) {
 	p := Parse(f)
 	d := f.Data
 	req, isReq := p.ParseRequest(d, methods)
@@ -302,7 +298,7 @@ func (prog *Program) Match(f Frame, methods map[string]bool) (bool, uint64) {
 		case KindPattern:
 			v = bytes.Contains(p.region(d, pr.Region), pr.Bytes)
 		case KindHTTPRequest:
-			v = isReq
+			v = isReq && req.Class == MethodRequest
 		case KindMethod:
 			v = isReq && bytes.Equal(req.Method, pr.Bytes)
 		case KindURIEq:

@@ -24,11 +24,15 @@ import (
 	"github.com/podtap/podtap/target"
 )
 
-const captureUsage = `Usage: podtap capture [flags] [POD]
+const captureUsage = `Usage: podtap capture [flags] [POD] [EXPRESSION]
 
 Capture the packets of a pod, a network namespace, a process or an
 interface that match a filter decided in the kernel, into pcap or pcapng.
-All given filters must hold; with none, every packet is captured.
+The filter is a Wireshark display filter (-Y, or the words after the
+target, as tcpdump takes its expression), and/or the shortcut flags
+--contains, --uri, --uri-prefix, --method, --port, --host. All given
+filters must hold; with none, every packet is captured. docs/FILTERS.md
+lists what the kernel can decide and where it differs from Wireshark.
 
 Give exactly one target: POD, -l SELECTOR, --netns, --pid, -i or -r.
 POD and -l find pods through the Kubernetes API (kubeconfig as kubectl
@@ -39,6 +43,8 @@ start or go away during the capture are attached or let go.
 
 Examples:
   podtap capture web-7d9c -n shop --uri /mytest -w out.pcap
+  podtap capture web-7d9c -n shop 'http.request.uri == "/mytest"' -w out.pcap
+  podtap capture --netns web -Y 'tcp contains "lbtest" && tcp.port == 8080' -w out.pcap
   podtap capture -l app=web -n shop -w - | wireshark -k -i -
   podtap capture --netns web --uri /mytest -w out.pcap
   podtap capture --pid 4242 --contains lbtest -w - | wireshark -k -i -
@@ -52,6 +58,7 @@ type captureFlags struct {
 	netns     string
 	pid       int
 	read      string
+	display   string
 	contains  []string
 	uri       []string
 	uriPrefix []string
@@ -67,6 +74,7 @@ type captureFlags struct {
 	scanLimit uint32
 	attach    string
 	scanLoop  string
+	follow    loader.Follow
 	memEvery  time.Duration
 	memCgroup string
 	memFile   string
@@ -99,6 +107,7 @@ func newCaptureFlags(stdout io.Writer) (*pflag.FlagSet, *captureFlags) {
 	fs.StringVar(&f.node, "node", "", "this node's name, whose pods are captured (default: $NODE_NAME, else the host name)")
 	fs.BoolVar(&f.hostNetwork, "host-network", false, "allow pods with hostNetwork: captured on the node's interface, with the whole node's traffic")
 	fs.StringVarP(&f.read, "read", "r", "", "filter the packets of this pcap/pcapng file with the same kernel program, offline")
+	fs.StringVarP(&f.display, "display-filter", "Y", "", "a Wireshark display filter, decided in the kernel (see docs/FILTERS.md)")
 	fs.StringArrayVar(&f.contains, "contains", nil, "TCP/UDP payload contains this string (repeatable: all must occur)")
 	fs.StringArrayVar(&f.uri, "uri", nil, "HTTP/1.x request target equals this, query included, compared raw")
 	fs.StringArrayVar(&f.uriPrefix, "uri-prefix", nil, "HTTP/1.x request target starts with this")
@@ -113,6 +122,12 @@ func newCaptureFlags(stdout io.Writer) (*pflag.FlagSet, *captureFlags) {
 	fs.Uint32Var(&f.ringSize, "buffer-size", loader.DefaultRingSize, "kernel ring buffer size in bytes (a power of two)")
 	fs.Uint32Var(&f.scanLimit, "scan-limit", 0, "bytes of each packet searched for --contains; 0: all (cut scans are counted)")
 	fs.StringVar(&f.attach, "attach", string(loader.ModeAuto), "how to attach: auto (TCX if the kernel has it, else legacy tc), tcx or legacy")
+	fs.BoolVar(&f.follow.On, "follow", false, "once a packet matches, capture the rest of its TCP/UDP flow in both directions")
+	fs.Uint64Var(&f.follow.Packets, "follow-packets", 0, "with --follow: stop following a flow after this many packets; 0: no limit")
+	fs.Uint64Var(&f.follow.Bytes, "follow-bytes", 0, "with --follow: stop following a flow after this many bytes; 0: no limit")
+	fs.DurationVar(&f.follow.Timeout, "follow-timeout", 0, "with --follow: stop following a flow this long after its last match; 0: no limit")
+	fs.BoolVar(&f.follow.Handshake, "follow-handshake", false, "with --follow: keep each TCP connection's handshake and write it before a match")
+	fs.Uint32Var(&f.follow.Flows, "follow-flows", loader.DefaultFollowFlows, "with --follow: flows remembered at once (least recently used ones are evicted and counted)")
 	fs.StringVar(&f.scanLoop, "scan-loop", string(loader.VariantAuto), "how the kernel drives the payload scan: auto (the best the kernel has), iter (bpf_iter_num, 6.4+), loop (bpf_loop, 5.17+) or bounded (any kernel)")
 	fs.DurationVar(&f.memEvery, "mem-interval", time.Second, "sample the target's cgroup memory this often and record it with the packets; 0: off")
 	fs.StringVar(&f.memCgroup, "mem-cgroup", "", "the memory cgroup directory to sample (default: the target process's or pod's)")
@@ -134,10 +149,6 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 		}
 		return usageError{err}
 	}
-	prog, err := f.filterProgram()
-	if err != nil {
-		return usageError{err}
-	}
 	mode, err := loader.ParseMode(f.attach)
 	if err != nil {
 		return usageError{err}
@@ -152,6 +163,15 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 	if f.duration < 0 {
 		return usageErrorf("--duration %s: want 0 or more", f.duration)
 	}
+	if !f.follow.On && (fs.Changed("follow-packets") || fs.Changed("follow-bytes") || fs.Changed("follow-timeout") || f.follow.Handshake || fs.Changed("follow-flows")) {
+		return usageErrorf("--follow-packets, --follow-bytes, --follow-timeout, --follow-handshake and --follow-flows need --follow")
+	}
+	if f.follow.Timeout < 0 {
+		return usageErrorf("--follow-timeout %s: want 0 or more", f.follow.Timeout)
+	}
+	if fs.Changed("follow-flows") && f.follow.Flows == 0 {
+		return usageErrorf("--follow-flows 0: want at least 1")
+	}
 	if f.memEvery < 0 {
 		return usageErrorf("--mem-interval %s: want 0 or more", f.memEvery)
 	}
@@ -161,10 +181,35 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 	if f.ringSize < 4096 || f.ringSize&(f.ringSize-1) != 0 {
 		return usageErrorf("--buffer-size %d: want a power of two of at least 4096", f.ringSize)
 	}
-	if fs.NArg() > 1 {
-		return usageErrorf("one POD at most, got %d arguments: %s", fs.NArg(), strings.Join(fs.Args(), " "))
+	// The first word names the pod unless another target is given; the
+	// words after it are the filter expression.
+	words := fs.Args()
+	pod := ""
+	if len(words) > 0 && f.iface == "" && f.netns == "" && !fs.Changed("pid") && f.read == "" && !fs.Changed("selector") {
+		pod, words = words[0], words[1:]
 	}
-	pod := fs.Arg(0)
+	expr := strings.Join(words, " ")
+	if expr != "" && f.display != "" {
+		return usageErrorf("give the display filter once: -Y %q or the words %q", f.display, expr)
+	}
+	if f.display != "" {
+		expr = f.display
+	}
+	prog, err := f.filterProgram(expr)
+	if err != nil {
+		var serr *filter.SyntaxError
+		if errors.As(err, &serr) && serr.Pos == 0 && f.display == "" {
+			// The words were meant as targets, not as a filter.
+			switch {
+			case pod != "":
+				return usageErrorf("one POD at most: %q after POD %q is not a filter expression either (%s)", words[0], pod, serr.Msg)
+			case fs.Changed("selector"):
+				return usageErrorf("give a POD or -l SELECTOR, not both: %q is not a filter expression (%s)", words[0], serr.Msg)
+			}
+			return usageErrorf("give exactly one target: %q is not a filter expression (%s)", words[0], serr.Msg)
+		}
+		return usageError{err}
+	}
 	isKube := pod != "" || fs.Changed("selector")
 	switch {
 	case pod != "" && fs.Changed("selector"):
@@ -306,8 +351,9 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 	return l.w.Write(b)
 }
 
-// filterProgram builds the filter from the shortcut flags.
-func (f *captureFlags) filterProgram() (*filter.Program, error) {
+// filterProgram builds the filter from the shortcut flags and a display
+// filter expression.
+func (f *captureFlags) filterProgram(display string) (*filter.Program, error) {
 	var exprs []filter.Expr
 	var text []string
 	for _, s := range f.contains {
@@ -334,6 +380,17 @@ func (f *captureFlags) filterProgram() (*filter.Program, error) {
 	}
 	for _, e := range exprs {
 		text = append(text, e.(filter.PredExpr).Pred.Text)
+	}
+	if strings.TrimSpace(display) != "" {
+		e, err := filter.ParseDisplayFilter(display)
+		if err != nil {
+			return nil, err
+		}
+		exprs = append(exprs, e)
+		if len(text) > 0 {
+			display = "(" + display + ")"
+		}
+		text = append(text, display)
 	}
 	return filter.Compile(filter.AllOf(exprs...), strings.Join(text, " and "))
 }
