@@ -170,6 +170,37 @@ func diffExpr(r *rand.Rand, depth int) filter.Expr {
 	return filter.Not{X: diffExpr(r, depth-1)}
 }
 
+// Display filter atoms over the same vocabulary, for expressions that go
+// through the parser as a user's would.
+var displayAtoms = []string{
+	`tcp contains "lbtest"`, `udp contains "GET"`, `frame contains 00:00`, `tcp contains "\r\n"`,
+	`tcp.payload contains "/mytest"`, `udp.payload contains "a"`,
+	`http.request`, `http.request.uri == "/mytest"`, `http.request.uri != "/"`, `http.request.uri contains "api"`,
+	`http.request.uri[0:5] == "/api/"`, `http.request.method == "GET"`, `http.request.method != "POST"`,
+	`tcp.port == 80`, `tcp.port != 8080`, `udp.port == 53`, `tcp.srcport > 1000`, `tcp.dstport <= 443`,
+	`tcp.port in {80, 443, 40000..40010}`, `ip.addr == 198.18.0.0/16`, `ip.src == 10.9.8.7`, `ip.dst != 198.18.0.2`,
+	`ipv6.addr == fd00::/8`, `ipv6.src == 2001:db8::77`, `vlan.id == 42`, `vlan.id != 0`, `ieee8021ad.id == 1`,
+	`tcp`, `udp`, `ip`, `ipv6`, `vlan`,
+}
+
+func displayText(r *rand.Rand, depth int) string {
+	if depth == 0 || r.IntN(3) == 0 {
+		return displayAtoms[r.IntN(len(displayAtoms))]
+	}
+	a, b := displayText(r, depth-1), displayText(r, depth-1)
+	switch r.IntN(5) {
+	case 0:
+		return a + " and " + b
+	case 1:
+		return "(" + a + ") || (" + b + ")"
+	case 2:
+		return "not (" + a + ")"
+	case 3:
+		return a + " && !" + "(" + b + ")"
+	}
+	return "(" + a + " or " + b + ") and " + displayAtoms[r.IntN(len(displayAtoms))]
+}
+
 func diffSeed(t *testing.T) uint64 {
 	if s := os.Getenv("PODTAP_SEED"); s != "" {
 		n, err := strconv.ParseUint(s, 10, 64)
@@ -198,6 +229,15 @@ func TestDifferential(t *testing.T) {
 	var frames, matched, refused int
 	for e := 0; e < exprs; e++ {
 		expr := diffExpr(r, 4)
+		if e%4 == 3 {
+			// A quarter of the filters come through the display filter
+			// parser, as a user's -Y would.
+			text := displayText(r, 3)
+			var err error
+			if expr, err = filter.ParseDisplayFilter(text); err != nil {
+				t.Fatalf("generated filter %q: %v", text, err)
+			}
+		}
 		prog, err := filter.Compile(expr, "random")
 		if err != nil {
 			e-- // over a limit: draw another
