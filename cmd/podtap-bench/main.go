@@ -20,10 +20,10 @@ import (
 func main() {
 	var o options
 	flag.StringVar(&o.podtap, "podtap", "bin/podtap", "podtap binary for the throughput runs")
-	flag.IntVar(&o.rounds, "rounds", 5, "interleaved throughput rounds")
+	flag.IntVar(&o.rounds, "rounds", 7, "interleaved throughput rounds")
 	flag.IntVar(&o.seconds, "seconds", 5, "seconds per iperf3 run")
 	flag.IntVar(&o.repeat, "repeat", 20000, "BPF_PROG_TEST_RUN repetitions per measurement")
-	flag.StringVar(&o.only, "only", "kernel,gso,iperf", "which tables to print (comma-separated)")
+	flag.StringVar(&o.only, "only", "kernel,gso,startup,capacity,iperf", "which tables to print (comma-separated)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintf(os.Stderr, "podtap-bench: %v\n", err)
@@ -57,6 +57,16 @@ func run(o options) error {
 	if o.want("gso") {
 		if err := gsoTable(o); err != nil {
 			return fmt.Errorf("gso table: %w", err)
+		}
+	}
+	if o.want("startup") {
+		if err := startupTable(o); err != nil {
+			return fmt.Errorf("start-up table: %w", err)
+		}
+	}
+	if o.want("capacity") {
+		if err := capacityTable(o); err != nil {
+			return fmt.Errorf("capacity table: %w", err)
 		}
 	}
 	if o.want("iperf") {
