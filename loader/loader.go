@@ -187,12 +187,18 @@ func Load(opts Options) (*Objects, error) {
 		return nil, fmt.Errorf("count possible CPUs: %w", err)
 	}
 	spec.Maps["events"].MaxEntries = ring
-	flows := opts.Follow.Flows
-	if flows == 0 {
-		flows = DefaultFollowFlows
+	// LRU maps are allocated whole: without --follow they get one entry.
+	flows, handshakes := uint32(1), uint32(1)
+	if opts.Follow.On {
+		flows = cmp.Or(opts.Follow.Flows, DefaultFollowFlows)
+		if opts.Follow.Handshake {
+			// A connection's handshake waits only until its first match,
+			// or is evicted: a quarter of the flows (512 bytes each).
+			handshakes = max(flows/4, 1)
+		}
 	}
 	spec.Maps["flows"].MaxEntries = flows
-	spec.Maps["handshakes"].MaxEntries = flows
+	spec.Maps["handshakes"].MaxEntries = handshakes
 	spec.Maps["copybuf"].MaxEntries = uint32(cpus)
 	spec.Maps["copybuf"].ValueSize = uint32(RecordHeaderSize) + maxCap
 

@@ -127,7 +127,7 @@ func newCaptureFlags(stdout io.Writer) (*pflag.FlagSet, *captureFlags) {
 	fs.Uint64Var(&f.follow.Bytes, "follow-bytes", 0, "with --follow: stop following a flow after this many bytes; 0: no limit")
 	fs.DurationVar(&f.follow.Timeout, "follow-timeout", 0, "with --follow: stop following a flow this long after its last match; 0: no limit")
 	fs.BoolVar(&f.follow.Handshake, "follow-handshake", false, "with --follow: keep each TCP connection's handshake and write it before a match")
-	fs.Uint32Var(&f.follow.Flows, "follow-flows", loader.DefaultFollowFlows, "with --follow: flows remembered at once (least recently used ones are evicted and counted)")
+	fs.Uint32Var(&f.follow.Flows, "follow-flows", loader.DefaultFollowFlows, "with --follow: flows remembered at once, about 100 bytes of kernel memory each; least recently used ones are evicted, and counted (--follow-handshake keeps handshakes for a quarter as many, 512 bytes each)")
 	fs.StringVar(&f.scanLoop, "scan-loop", string(loader.VariantAuto), "how the kernel drives the payload scan: auto (the best the kernel has), iter (bpf_iter_num, 6.4+), loop (bpf_loop, 5.17+) or bounded (any kernel)")
 	fs.DurationVar(&f.memEvery, "mem-interval", time.Second, "sample the target's cgroup memory this often and record it with the packets; 0: off")
 	fs.StringVar(&f.memCgroup, "mem-cgroup", "", "the memory cgroup directory to sample (default: the target process's or pod's)")
