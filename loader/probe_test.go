@@ -1,6 +1,10 @@
 package loader
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/podtap/podtap/filter"
+)
 
 // TestProbeOffsets: the scan probes the two rarest bytes of a pattern.
 func TestProbeOffsets(t *testing.T) {
@@ -18,6 +22,34 @@ func TestProbeOffsets(t *testing.T) {
 		o0, o1 := probeOffsets([]byte(tc.pat))
 		if o0 != tc.o0 || o1 != tc.o1 {
 			t.Errorf("probeOffsets(%q) = %d, %d; want %d, %d", tc.pat, o0, o1, tc.o0, tc.o1)
+		}
+	}
+}
+
+// TestFollowTablesSized: the LRU tables, allocated whole, are only as big
+// as --follow asks (they once took 40 MiB of kernel memory for every
+// capture).
+func TestFollowTablesSized(t *testing.T) {
+	prog, err := filter.Compile(filter.True{}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		follow            Follow
+		flows, handshakes uint32
+	}{
+		{Follow{}, 1, 1},
+		{Follow{On: true}, DefaultFollowFlows, 1},
+		{Follow{On: true, Handshake: true, Flows: 1000}, 1000, 250},
+	} {
+		o, err := Load(Options{Filter: prog, Follow: tc.follow})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, h := o.coll.Maps["flows"].MaxEntries(), o.coll.Maps["handshakes"].MaxEntries()
+		o.Close()
+		if f != tc.flows || h != tc.handshakes {
+			t.Errorf("%+v: %d flows, %d handshakes; want %d, %d", tc.follow, f, h, tc.flows, tc.handshakes)
 		}
 	}
 }
