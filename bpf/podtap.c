@@ -1308,10 +1308,12 @@ static __always_inline int follow(struct __sk_buff *skb, const struct pkt *p, in
 
 	if (!flow_key(p, &k, &from_a))
 		return 0;
-	now = bpf_ktime_get_ns();
 	if (cfg_handshake)
 		keep_handshake(skb, p, &k, dir, c);
 	f = bpf_map_lookup_elem(&flows, &k);
+	if (!matched && !f)
+		return 0; /* the common case: read no clock */
+	now = bpf_ktime_get_ns();
 	if (matched) {
 		if (!f) {
 			struct flow nf = {};

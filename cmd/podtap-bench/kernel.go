@@ -45,26 +45,29 @@ type kernelCase struct {
 	scan    bool   // report scan speed
 	matches bool
 	variant loader.Variant
+	follow  loader.Follow
 }
 
 func kernelCases() []kernelCase {
 	cases := []kernelCase{
-		{"no filter: every packet copied to the ring", filter.True{}, "random", false, true, ""},
-		{"--port 9, no match", filter.Port(9), "random", false, false, ""},
-		{"--uri /mytest, no match", filter.URI("/mytest"), "random", false, false, ""},
-		{"--uri /mytest, match", filter.URI("/mytest"), "request", false, true, ""},
-		{"--contains 16 B, no match, random bytes", filter.Contains(needle), "random", true, false, ""},
-		{"--contains 16 B, no match, near-miss text", filter.Contains(needle), "near-miss", true, false, ""},
-		{"--contains 16 B, match at the end", filter.Contains(needle), "match-at-end", true, true, ""},
+		{"no filter: every packet copied to the ring", filter.True{}, "random", false, true, "", loader.Follow{}},
+		{"--port 9, no match", filter.Port(9), "random", false, false, "", loader.Follow{}},
+		{"--uri /mytest, no match", filter.URI("/mytest"), "random", false, false, "", loader.Follow{}},
+		{"--uri /mytest, match", filter.URI("/mytest"), "request", false, true, "", loader.Follow{}},
+		{"--contains 16 B, no match, random bytes", filter.Contains(needle), "random", true, false, "", loader.Follow{}},
+		{"--contains 16 B, no match, near-miss text", filter.Contains(needle), "near-miss", true, false, "", loader.Follow{}},
+		{"--contains 16 B, match at the end", filter.Contains(needle), "match-at-end", true, true, "", loader.Follow{}},
 		{"4 x --contains 16 B, no match, random bytes", filter.AllOf(filter.Contains(needle),
-			filter.Contains("another-needle16"), filter.Contains("a-third-needle!!"), filter.Contains("and-a-fourth-one")), "random", true, false, ""},
-		{"--contains 3 B (SWAR scan), no match, random bytes", filter.Contains("lb!"), "random", true, false, ""},
+			filter.Contains("another-needle16"), filter.Contains("a-third-needle!!"), filter.Contains("and-a-fourth-one")), "random", true, false, "", loader.Follow{}},
+		{"--contains 3 B (SWAR scan), no match, random bytes", filter.Contains("lb!"), "random", true, false, "", loader.Follow{}},
+		{"--uri /mytest --follow, no match, flow not followed", filter.URI("/mytest"), "random", false, false, "", loader.Follow{On: true}},
+		{"--uri /mytest --follow --follow-handshake, no match", filter.URI("/mytest"), "random", false, false, "", loader.Follow{On: true, Handshake: true}},
 	}
 	// Each scan variant this kernel has, on the same search.
 	for _, v := range availableVariants() {
 		cases = append(cases,
-			kernelCase{"--contains 16 B, no match, random bytes [" + string(v) + "]", filter.Contains(needle), "random", true, false, v},
-			kernelCase{"--contains 16 B, no match, near-miss text [" + string(v) + "]", filter.Contains(needle), "near-miss", true, false, v})
+			kernelCase{"--contains 16 B, no match, random bytes [" + string(v) + "]", filter.Contains(needle), "random", true, false, v, loader.Follow{}},
+			kernelCase{"--contains 16 B, no match, near-miss text [" + string(v) + "]", filter.Contains(needle), "near-miss", true, false, v, loader.Follow{}})
 	}
 	return cases
 }
@@ -91,7 +94,7 @@ func kernelTable(o options) error {
 		if err != nil {
 			return err
 		}
-		objs, err := loader.Load(loader.Options{Filter: prog, RingSize: 256 << 20, Variant: c.variant})
+		objs, err := loader.Load(loader.Options{Filter: prog, RingSize: 256 << 20, Variant: c.variant, Follow: c.follow})
 		if err != nil {
 			return err
 		}
