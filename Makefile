@@ -10,7 +10,7 @@ MULTIARCH := $(shell gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X main.version=$(VERSION)
 
-.PHONY: all build deps generate demo test test-go kube-assets bench clean
+.PHONY: all build deps generate demo test test-go test-kernels kube-assets bench clean
 
 all: build
 
@@ -31,7 +31,7 @@ generate: deps
 demo: deps build
 	hack/demo.sh
 
-test: deps kube-assets test-go
+test: deps kube-assets test-go test-kernels
 
 # A real kube-apiserver and etcd for the Kubernetes tests, built once from
 # the Go module proxy and cached (see hack/kube/README.md).
@@ -41,6 +41,14 @@ kube-assets:
 test-go:
 	$(GO) vet ./...
 	PODTAP_KUBE_ASSETS="$$(hack/kube/install.sh --print)" $(GO) test -v -count=1 ./...
+
+# The privileged tests again inside each kernel of hack/vm/kernels.txt
+# (Debian's 6.1 and 6.12), booted under qemu: BPF unit tests, attach and
+# capture end to end, cgroup v2 memory. hack/vm/run.sh installs what it
+# needs (hack/vm/deps.sh) and caches kernels in /var/cache/podtap/vm.
+# TestGeneratedUpToDate needs ../bpf, which the VMs do not carry.
+test-kernels:
+	hack/vm/run.sh --strict ./loader ./mem ./e2e -- -test.short -test.skip '^TestGeneratedUpToDate$$'
 
 bench: deps build
 	$(GO) build -o $(BIN)/podtap-bench ./cmd/podtap-bench

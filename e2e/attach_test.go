@@ -58,6 +58,9 @@ func TestNothingLeftAttached(t *testing.T) {
 	for _, mode := range []string{"tcx", "legacy"} {
 		t.Run(mode, func(t *testing.T) {
 			pod := newPod(t)
+			if mode == "tcx" {
+				skipWithoutTCX(t, pod)
+			}
 			capture := func(extra ...string) *proc {
 				args := append([]string{"capture", "--attach", mode, "--netns", pod.Name, "-w", t.TempDir() + "/x.pcap"}, extra...)
 				p := start(t, podtapBin, args...)
@@ -100,6 +103,9 @@ func TestNothingLeftAttached(t *testing.T) {
 				t.Errorf("the next start did not report removing both stale filters:\n%s", p.output())
 			}
 			requireClean(t, pod, "after the next start and exit")
+			if !t.Failed() {
+				t.Logf("PODTAP_FACT sigkill_clean=%s", mode)
+			}
 		})
 	}
 }
@@ -142,7 +148,7 @@ func TestForeignClsactKept(t *testing.T) {
 		if kill {
 			p.cmd.Process.Kill()
 			p.cmd.Wait()
-			p = start(t, podtapBin, "capture", "--attach", "tcx", "--netns", pod.Name, "-w", t.TempDir()+"/x.pcap")
+			p = start(t, podtapBin, "capture", "--attach", "auto", "--netns", pod.Name, "-w", t.TempDir()+"/x.pcap")
 			p.waitFor(t, "capturing on")
 		}
 		p.stop(t)

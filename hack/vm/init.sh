@@ -3,9 +3,10 @@
 # hack/vm/run.sh; not meant to run on a host.
 #
 # It prepares what podtap's privileged tests expect of a node (bpffs, a
-# cgroup v2 hierarchy with the memory controller, lo up, the tc/veth modules),
-# runs every test binary listed in /podtap/run.list with the arguments in
-# /podtap/args (one per line), and powers off.
+# cgroup v2 hierarchy with the memory controller, lo up, the tc/veth modules,
+# a disk filesystem on /var/tmp), exports the settings in /podtap/env and
+# /podtap/kernel.env, runs every test binary listed in /podtap/run.list with
+# the arguments in /podtap/args (one per line), and powers off.
 #
 # Channels: kernel messages and this script's progress go to the console
 # (ttyS0); test output goes to ttyS1 only, framed by lines the host parses:
@@ -56,11 +57,35 @@ done
 ulimit -l unlimited
 ip link set lo up || log "bring up lo failed"
 
+# Each line: a module, then its parameters.
 if [ -f /lib/modules/podtap/order ]; then
-	while read -r m; do
-		insmod "/lib/modules/podtap/$m.ko" || log "insmod $m failed"
+	while read -r m params; do
+		# shellcheck disable=SC2086 # the parameters are separate words
+		insmod "/lib/modules/podtap/$m.ko" $params || log "insmod $m failed"
 	done </lib/modules/podtap/order
 fi
+
+# A disk filesystem for files that must be page cache, not shmem: the
+# RAM disk of modules.txt as ext2, on /var/tmp (where tests look for one).
+if [ -b /dev/ram0 ]; then
+	if mke2fs -b 4096 -m 0 /dev/ram0 >/dev/null && mount -t ext2 /dev/ram0 /var/tmp; then
+		chmod 1777 /var/tmp
+	else
+		log "ext2 on /dev/ram0 for /var/tmp failed"
+	fi
+fi
+
+log "$(awk '/^(MemTotal|MemAvailable):/ {printf "%s %d MiB ", $1, $2 / 1024}' /proc/meminfo)"
+
+# Settings for the tests: /podtap/env (this run's, e.g. PODTAP_BIN) and
+# /podtap/kernel.env (this kernel's, e.g. PODTAP_EXPECT_ATTACH).
+for f in /podtap/env /podtap/kernel.env; do
+	[ -f "$f" ] || continue
+	while IFS= read -r kv; do
+		# shellcheck disable=SC2163 # export the NAME=VALUE in kv
+		case $kv in [A-Z]*=*) export "$kv" ;; esac
+	done <"$f"
+done
 
 # Results channel. raw: no \n -> \r\n translation, no echo.
 if ! exec 3>/dev/ttyS1; then
