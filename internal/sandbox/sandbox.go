@@ -193,14 +193,10 @@ func (p *Pod) MakeCgroup() error {
 		return fmt.Errorf("create memory cgroup: %w", err)
 	}
 	p.Cgroup = dir
-	p.cleanups = append(p.cleanups, func() error {
-		if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("remove cgroup %s: %w", dir, err)
-		}
-		return nil
-	})
+	p.cleanups = append(p.cleanups, func() error { return removeCgroup(dir) })
 	return nil
 }
+
 
 // Start runs a command inside the pod: in its memory cgroup (if made)
 // and its network namespace. The process is killed and reaped on Close.
