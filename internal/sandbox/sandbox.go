@@ -197,7 +197,6 @@ func (p *Pod) MakeCgroup() error {
 	return nil
 }
 
-
 // Start runs a command inside the pod: in its memory cgroup (if made)
 // and its network namespace. The process is killed and reaped on Close.
 func (p *Pod) Start(ctx context.Context, name string, args ...string) (*exec.Cmd, error) {
