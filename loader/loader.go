@@ -28,6 +28,10 @@ const RecordHeaderSize = int(unsafe.Sizeof(podtapPtRecord{}))
 // DefaultRingSize is the default ring buffer size in bytes.
 const DefaultRingSize = 8 << 20
 
+// MaxRingSize bounds the ring buffer: its pages are locked kernel memory
+// that the reader maps twice, so a larger one costs a node gigabytes.
+const MaxRingSize = 1 << 30
+
 // Options configure one load of the program.
 type Options struct {
 	Filter    *filter.Program
@@ -175,8 +179,8 @@ func Load(opts Options) (*Objects, error) {
 	if ring == 0 {
 		ring = DefaultRingSize
 	}
-	if ring&(ring-1) != 0 || ring < 4096 {
-		return nil, fmt.Errorf("ring buffer size %d is not a power of two of at least 4096", ring)
+	if ring&(ring-1) != 0 || ring < 4096 || ring > MaxRingSize {
+		return nil, fmt.Errorf("ring buffer size %d is not a power of two from 4096 to %d", ring, MaxRingSize)
 	}
 	maxCap := uint32(MaxCapture)
 	if opts.Snaplen != 0 && opts.Snaplen < maxCap {

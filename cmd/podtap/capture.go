@@ -119,7 +119,7 @@ func newCaptureFlags(stdout io.Writer) (*pflag.FlagSet, *captureFlags) {
 	fs.IntVarP(&f.count, "count", "c", 0, "stop after writing this many packets")
 	fs.DurationVar(&f.duration, "duration", 0, "stop after this long (e.g. 30s, 5m)")
 	fs.Uint32VarP(&f.snaplen, "snaplen", "s", 0, fmt.Sprintf("bytes kept of each packet; 0: the whole packet (up to %d)", loader.MaxCapture))
-	fs.Uint32Var(&f.ringSize, "buffer-size", loader.DefaultRingSize, "kernel ring buffer size in bytes (a power of two)")
+	fs.Uint32Var(&f.ringSize, "buffer-size", loader.DefaultRingSize, "kernel ring buffer size in bytes (a power of two, at most 1 GiB)")
 	fs.Uint32Var(&f.scanLimit, "scan-limit", 0, "bytes of each packet searched for --contains; 0: all (cut scans are counted)")
 	fs.StringVar(&f.attach, "attach", string(loader.ModeAuto), "how to attach: auto (TCX if the kernel has it, else legacy tc), tcx or legacy")
 	fs.BoolVar(&f.follow.On, "follow", false, "once a packet matches, capture the rest of its TCP/UDP flow in both directions")
@@ -178,8 +178,8 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 	if f.snaplen > loader.MaxCapture {
 		return usageErrorf("--snaplen %d: at most %d (libpcap's limit)", f.snaplen, loader.MaxCapture)
 	}
-	if f.ringSize < 4096 || f.ringSize&(f.ringSize-1) != 0 {
-		return usageErrorf("--buffer-size %d: want a power of two of at least 4096", f.ringSize)
+	if f.ringSize < 4096 || f.ringSize > loader.MaxRingSize || f.ringSize&(f.ringSize-1) != 0 {
+		return usageErrorf("--buffer-size %d: want a power of two from 4096 to %d (1 GiB)", f.ringSize, loader.MaxRingSize)
 	}
 	// The first word names the pod unless another target is given; the
 	// words after it are the filter expression.
