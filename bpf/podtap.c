@@ -39,7 +39,7 @@ volatile const struct pt_filter filter;
 #define SCAN_CHUNK 2048
 #define SCAN_LOAD (SCAN_CHUNK + PT_MAX_PATLEN - 1)
 #define SCAN_MASK 4095 /* bounds any offset into the chunk buffer */
-#define SCAN_BUF (SCAN_MASK + 1 + 8)
+#define SCAN_BUF (SCAN_MASK + 1 + PT_MAX_PATLEN) /* a pattern read at any masked offset */
 #define SCAN_MAX_STEPS (1 << 20)
 
 /* How scan steps are driven: chosen by probing the kernel. */
@@ -88,6 +88,8 @@ struct scan_state {
 	__u32 cand_pos;  /* a word with candidate positions, if cand_hz */
 	__u32 scanned;   /* bytes searched */
 	__u64 cand_hz;   /* its candidate bytes (0x80 bits) */
+	__u32 cbase;     /* q-gram scan: where the chunk in the buffer starts */
+	__u32 clim;      /* ... and the block offsets it can take, [0, clim) */
 	int err;
 	int done;        /* the last step ended the scan */
 };
@@ -146,24 +148,38 @@ struct {
 } scratch SEC(".maps");
 
 /*
- * Wu-Manber tables for the payload scan, filled by user space: for each
- * hash of two bytes, how far the search window may shift when its last two
- * bytes hash there (0: a pattern prefix may end here). A 4 KiB table stays
- * in the L1 cache; each lookup depends on the one before.
+ * The q-gram table of the payload scan, filled by user space. With m the
+ * shortest pattern's length and q <= m - 2 the q-gram length, starting
+ * positions are taken in blocks of m - q + 1: an occurrence of a pattern
+ * that starts in the block [b, b + m - q] holds the q bytes at b + m - q,
+ * at offset o = b + m - q - start <= m - q of its first m bytes. One
+ * lookup of that q-gram's hash per block tells whether an occurrence can
+ * start in the block, of which pattern and where. Unlike the shifts of
+ * Boyer-Moore or Wu-Manber, no lookup waits for the one before it, and
+ * text that keeps almost matching costs a comparison of two words.
+ *
+ * An entry is 0 when the first m bytes of no pattern hold a q-gram of that
+ * hash, QG_ONE | pattern << 8 | o for one (pattern, offset), and
+ * QG_MANY | k when several pairs share the hash: bit o of many[k] is set
+ * for each of their offsets. 10 KiB: it stays in the L1 cache.
  */
-#define WM_TABLE 4096
-#define WM_ITERS 512
-#define WM_HASH(v) ((((v) & 0xff) << 4) ^ ((v) >> 8))
-struct wm_tables {
-	__u8 shift[WM_TABLE];
+#define QG_TABLE 4096
+#define QG_MANY_MAX 256 /* > PT_MAX_PATS * PT_MAX_PATLEN / 2 */
+#define QG_ITERS 512
+#define QG_ONE 0x8000
+#define QG_MANY 0x4000
+#define QG_HASH(x) (((__u32)(x) * 2654435761u) >> 20)
+struct qg_table {
+	__u16 ent[QG_TABLE];
+	__u64 many[QG_MANY_MAX];
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct wm_tables);
-} wmtab SEC(".maps");
+	__type(value, struct qg_table);
+} qgtab SEC(".maps");
 
 /* A flow in either direction: the lower (address, port) end first. */
 struct flow_key {
@@ -627,25 +643,18 @@ __attribute__((noinline)) int scan_step(struct __sk_buff *skb);
 static long scan_cb(__u64 index, void *ctx);
 
 /*
- * The bounded-loop variant's loops, for kernels without bpf_loop: three
+ * The bounded-loop variant's loops, for kernels without bpf_loop: two
  * nested loops of global functions, BOUNDED_STEPS steps in all, so that the
- * verifier walks 64 + 64 + 32 iterations once each. That covers a 256 KiB
+ * verifier walks 4096 + 32 iterations once each (and the q-gram scan's
+ * calls stay within the kernel's eight call frames). That covers a 256 KiB
  * packet unless it holds over 100,000 candidate positions; a cut is counted.
  */
-#define BOUNDED_STEPS (32 * 64 * 64)
-
-__attribute__((noinline)) int steps_64(struct __sk_buff *skb, int uri)
-{
-	for (int i = 0; i < 64; i++)
-		if (!skb || (uri ? uri_end_step(skb) : scan_step(skb)))
-			return 1;
-	return 0;
-}
+#define BOUNDED_STEPS (32 * 4096)
 
 __attribute__((noinline)) int steps_4096(struct __sk_buff *skb, int uri)
 {
-	for (int i = 0; i < 64; i++)
-		if (!skb || steps_64(skb, uri))
+	for (int i = 0; i < 4096; i++)
+		if (!skb || (uri ? uri_end_step(skb) : scan_step(skb)))
 			return 1;
 	return 0;
 }
@@ -874,7 +883,7 @@ static __always_inline int pat_at(const struct scan_state *s, const __u8 *buf,
 	for (int k = 0; k < PT_MAX_PATLEN / 8; k++) {
 		if (k * 8 >= pt->len)
 			break;
-		if ((*(__u64 *)(buf + q + k * 8) & pt->masks[k]) != pt->words[k])
+		if ((*(__u64 *)(buf + (q & SCAN_MASK) + k * 8) & pt->masks[k]) != pt->words[k])
 			return 0;
 	}
 	return 1;
@@ -946,44 +955,112 @@ static __always_inline long swar_chunk(struct scan_state *s, __u8 *buf, __u32 sp
 	return s->want && s->pos < s->end ? 0 : 1;
 }
 
-/*
- * Search one chunk with Wu-Manber: slide a window as long as the shortest
- * pattern, look up its last two bytes, and shift by as much as no pattern
- * prefix allows to start in between. A shift of 0 makes the window's start
- * a candidate for every pattern. On random bytes and 16-byte patterns the
- * window moves about 15 bytes a lookup, for any number of patterns.
- */
-static __always_inline long wm_chunk(struct scan_state *s, __u8 *buf, __u32 span,
-				     const struct wm_tables *t)
+/* Compare pattern i at absolute offset at, inside the q-gram scan's
+ * chunk; a match ends the search for it. */
+__attribute__((noinline)) int qg_verify(__u32 at, __u32 i)
 {
-	__u32 pos = 0;
+	__u32 zero = 0;
+	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
+	struct scan_state *s;
 
-	/* Short shifts (text like the pattern) may leave the chunk unfinished
-	 * after WM_ITERS lookups; the next step goes on from there. */
-	for (int it = 0; it < WM_ITERS; it++) {
-		__u32 e, h;
-		__u8 sh;
-
-		if (pos >= span)
-			break;
-		e = (pos + filter.wm_m - 2) & SCAN_MASK;
-		h = WM_HASH(*(__u16 *)(buf + e));
-		/* The AND must follow the XOR: verifiers before 6.x lose all
-		 * bounds through an XOR. */
-		asm volatile("%[h] &= %[m]" : [h] "+r"(h) : [m] "i"(WM_TABLE - 1));
-		sh = t->shift[h];
-		if (!sh) {
-			s->cand_pos = s->pos + pos;
-			s->cand_hz = 0x80; /* the window's first byte */
-			s->pos += pos + 1;
-			s->scanned += pos + 1;
-			return 0;
-		}
-		pos += sh;
+	i &= PT_MAX_PATS - 1;
+	if (!sc || i >= filter.npats)
+		return 0;
+	s = &sc->st;
+	if ((s->want & (1ULL << i)) && pat_at(s, sc->scan, i, at - s->cbase, at)) {
+		s->found |= 1ULL << i;
+		s->want &= ~(1ULL << i);
 	}
-	s->pos += pos;
-	s->scanned += pos < span ? pos : span;
-	return s->want && s->pos < s->end ? 0 : 1;
+	return 0;
+}
+
+/* Bit positions by de Bruijn sequence: index of the single bit set in x
+ * is debruijn[(x * 0x022fdd63cc95386d) >> 58]. */
+static const __u8 debruijn[64] = {
+	0,  1,  2,  53, 3,  7,  54, 27, 4,  38, 41, 8,  34, 55, 48, 28,
+	62, 5,  39, 46, 44, 42, 22, 9,  24, 35, 59, 56, 49, 18, 29, 11,
+	63, 52, 6,  26, 37, 40, 33, 47, 61, 45, 43, 21, 23, 58, 17, 10,
+	51, 25, 36, 32, 60, 20, 57, 16, 50, 31, 19, 15, 30, 14, 13, 12,
+};
+
+/* Compare the first 16 bytes of pattern i with the buffer at q. */
+static __always_inline int qg_head(const __u8 *buf, __u32 i, __u32 q)
+{
+	const volatile struct pt_pattern *pt = &filter.pats[i & (PT_MAX_PATS - 1)];
+
+	q &= SCAN_MASK;
+	return (*(__u64 *)(buf + q) & pt->masks[0]) == pt->words[0] &&
+	       (*(__u64 *)(buf + q + 8) & pt->masks[1]) == pt->words[1];
+}
+
+/* A block whose q-gram hash several (pattern, offset) pairs share: bit o
+ * of offs for each offset o. Compare every wanted pattern at each start
+ * those offsets give. */
+__attribute__((noinline)) int qg_block(__u32 b, __u64 offs)
+{
+	__u32 zero = 0, mq = filter.qg_m - filter.qg_q;
+	struct scratch *sc = bpf_map_lookup_elem(&scratch, &zero);
+	struct scan_state *s;
+
+	if (!sc)
+		return 0;
+	s = &sc->st;
+	for (int k = 0; k < PT_MAX_PATLEN; k++) {
+		__u64 low = offs & -offs;
+		__u32 at;
+
+		if (!low || !s->want)
+			break;
+		offs &= offs - 1;
+		at = b + mq - debruijn[(low * 0x022fdd63cc95386dULL) >> 58];
+		for (int i = 0; i < PT_MAX_PATS; i++) {
+			if (i >= filter.npats)
+				break;
+			if ((s->want & (1ULL << i)) && qg_head(sc->scan, i, at - s->cbase))
+				qg_verify(at, i);
+			forget();
+		}
+	}
+	return 0;
+}
+
+/*
+ * Search the chunk in the buffer with the q-gram table, from block
+ * s->pos on, for at most QG_ITERS blocks.
+ */
+static __always_inline long qg_chunk(struct scan_state *s, __u8 *buf, const struct qg_table *t)
+{
+	__u32 mq = filter.qg_m - filter.qg_q, step = mq + 1;
+	__u32 qmask = 0xffffffffu >> ((32 - 8 * filter.qg_q) & 31);
+	__u32 b = s->pos - s->cbase, b0 = b;
+
+	for (int it = 0; it < QG_ITERS; it++) {
+		__u32 x, e, i, q;
+
+		if (b >= s->clim)
+			break;
+		x = *(__u32 *)(buf + ((b + mq) & SCAN_MASK)) & qmask;
+		e = t->ent[QG_HASH(x) & (QG_TABLE - 1)];
+		b += step;
+		if (!e)
+			continue;
+		if (e & QG_MANY) {
+			qg_block(s->cbase + b - step, t->many[e & (QG_MANY_MAX - 1)]);
+		} else {
+			/* One candidate start: compare its first 16 bytes here,
+			 * the rest (and the pattern's region) out of line. */
+			i = (e >> 8) & (PT_MAX_PATS - 1);
+			q = b - step + mq - (e & (PT_MAX_PATLEN - 1));
+			if ((s->want & (1ULL << i)) && qg_head(buf, i, q))
+				qg_verify(s->cbase + q, i);
+		}
+		forget();
+		if (!s->want)
+			break;
+	}
+	s->pos = s->cbase + b;
+	s->scanned += (s->pos < s->end ? s->pos : s->end) - (s->cbase + b0);
+	return s->want && s->pos + filter.qg_m <= s->end ? 0 : 1;
 }
 
 /*
@@ -1015,25 +1092,38 @@ __attribute__((noinline)) int scan_step(struct __sk_buff *skb)
 		s->done = 1;
 		return 1;
 	}
+	/* The q-gram scan goes on in its chunk while blocks are left. */
+	if (filter.qg_m && s->pos - s->cbase < s->clim)
+		goto search;
 	n = s->end - s->pos;
 	if (n > SCAN_LOAD)
 		n = SCAN_LOAD;
+	if (filter.qg_m && n < filter.qg_m) {
+		s->done = 1; /* no pattern fits in what is left */
+		return 1;
+	}
 	if (n < 1 || bpf_skb_load_bytes(skb, s->pos, buf, checked_len(n, SCAN_MASK + 1, SCAN_LOAD))) {
 		s->err = 1;
 		s->done = 1;
 		return 1;
 	}
-	span = n < SCAN_CHUNK ? n : SCAN_CHUNK;
-	if (filter.wm_m) {
-		struct wm_tables *t = bpf_map_lookup_elem(&wmtab, &zero);
+	/* A block's starts must be comparable with what was loaded: a whole
+	 * pattern from each, up to the chunk's end; and where the search ends,
+	 * a shortest pattern. */
+	s->cbase = s->pos;
+	s->clim = n == SCAN_LOAD ? SCAN_CHUNK + filter.qg_q - filter.qg_m : n + 1 - filter.qg_m;
+search:
+	if (filter.qg_m) {
+		struct qg_table *t = bpf_map_lookup_elem(&qgtab, &zero);
 
 		if (!t) {
 			s->err = 1;
 			s->done = 1;
 			return 1;
 		}
-		r = wm_chunk(s, buf, span, t);
+		r = qg_chunk(s, buf, t);
 	} else {
+		span = n < SCAN_CHUNK ? n : SCAN_CHUNK;
 		r = swar_chunk(s, buf, span);
 	}
 	s->done = r;
@@ -1058,6 +1148,8 @@ static __always_inline void scan(int variant, struct __sk_buff *skb, struct scra
 	s->want = 0;
 	s->found = 0;
 	s->cand_hz = 0;
+	s->cbase = 0;
+	s->clim = 0;
 	s->scanned = 0;
 	s->err = 0;
 	s->done = 0;

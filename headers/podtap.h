@@ -177,7 +177,8 @@ struct pt_filter {
 	__u32 npreds;
 	__u32 npats;
 	__u32 flags;
-	__u32 wm_m; /* Wu-Manber window (shortest pattern), 0: use the SWAR scan */
+	__u16 qg_m; /* q-gram scan: the shortest pattern's length; 0: the SWAR scan */
+	__u16 qg_q; /* ... and the q-gram length, 2 to 4 */
 	__u64 http_preds;  /* predicates that need the request line */
 	__u64 scan_preds;  /* predicates decided by the payload scan */
 	__u8 code[PT_MAX_CODE];

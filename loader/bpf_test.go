@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -175,14 +176,23 @@ func TestPatternPositions(t *testing.T) {
 }
 
 func testPatternPositions(t *testing.T, v loader.Variant) {
-	for _, pat := range []string{"l", "lb", "lbtest", "0123456789abcdef", strings.Repeat("Zq", 32)} {
+	// One pattern of each scan kind (SWAR for one or two bytes, q-grams of
+	// one to four bytes), periodic ones whose q-grams recur at several
+	// offsets, and one as long as a pattern can be.
+	for _, pat := range []string{"l", "lb", "lbt", "lbte", "lbtest", "lbtestne", "0123456789abcdef",
+		"abcabcabcabc", strings.Repeat("Zq", 32)} {
 		h := newHarness(t, filter.Contains(pat), loader.Options{Variant: v})
-		for _, n := range []int{len(pat), 7, 8, 9, 63, 64, 65, 255, 256, 257, 319, 320, 321, 511, 512, 513, 575, 576, 1000, 1460, 3000} {
+		for _, n := range []int{len(pat), 7, 8, 9, 63, 64, 65, 255, 256, 257, 319, 320, 321, 511, 512, 513, 575, 576, 1000, 1460, 2047, 2048, 2049, 2111, 2112, 3000, 3500} {
 			if n < len(pat) {
 				continue
 			}
 			offsets := map[int]bool{0: true, 1: true, n - len(pat): true, n - len(pat) - 1: true}
 			for _, o := range []int{7, 8, 9, 63, 64, 250, 255, 256, 257, 449, 500, 511, 512, 513, 1023, 1024} {
+				offsets[o] = true
+			}
+			// Around the end of the first 2 KiB chunk the scan loads,
+			// where blocks of starts end early.
+			for o := 1980; o <= 2060; o++ {
 				offsets[o] = true
 			}
 			for off := range offsets {
@@ -224,15 +234,38 @@ func TestAlmostMatching(t *testing.T) {
 }
 
 func testAlmostMatching(t *testing.T, v loader.Variant) {
-	pat := "lbtest-needle"
-	h := newHarness(t, filter.Contains(pat), loader.Options{Variant: v})
-	almost := bytes.Repeat([]byte("lbtest-needlX"), 110)
-	if h.run(t, frames.Build(frames.Spec{SrcPort: 1, DstPort: 2, Payload: almost})) != nil {
-		t.Fatal("near misses matched")
-	}
-	withHit := append(bytes.Clone(almost), pat...)
-	if h.run(t, frames.Build(frames.Spec{SrcPort: 1, DstPort: 2, Payload: withHit})) == nil {
-		t.Fatal("pattern after 110 near misses: not matched")
+	for _, tc := range []struct {
+		pats   []string
+		almost string // repeated: no pattern in it
+	}{
+		{[]string{"lbtest-needle"}, "lbtest-needlX"},
+		{[]string{"lbtest-needle"}, "Xbtest-needle"},
+		{[]string{"lbtest-needle"}, "lbtestXneedle"},
+		{[]string{"lbt"}, "lbX"},
+		{[]string{"lbte"}, "lbtX"},
+		// Periodic: every q-gram of the pattern recurs at other offsets.
+		{[]string{"abcabcabcabc"}, "abcabcabcabX"},
+		{[]string{strings.Repeat("lbtest-needle-16", 2)}, "lbtest-needle-16lbtest-needle-1X"},
+		// Patterns that share most of their q-grams.
+		{[]string{"needle-one", "needle-two", "eedle-onZ"}, "needle-onXneedle-twXeedle-onX"},
+	} {
+		var e filter.Expr = filter.Contains(tc.pats[0])
+		for _, p := range tc.pats[1:] {
+			e = filter.Or{L: e, R: filter.Contains(p)}
+		}
+		h := newHarness(t, e, loader.Options{Variant: v})
+		almost := bytes.Repeat([]byte(tc.almost), 1400/len(tc.almost)+1)
+		if h.run(t, frames.Build(frames.Spec{SrcPort: 1, DstPort: 2, Payload: almost})) != nil {
+			t.Errorf("%q: near misses %q matched", tc.pats, tc.almost)
+		}
+		for _, p := range tc.pats {
+			for _, at := range []int{0, 1, len(almost) / 2, len(almost)} {
+				withHit := slices.Concat(almost[:at], []byte(p), almost[at:])
+				if h.run(t, frames.Build(frames.Spec{SrcPort: 1, DstPort: 2, Payload: withHit})) == nil {
+					t.Errorf("%q: %q at %d among near misses %q: not matched", tc.pats, p, at, tc.almost)
+				}
+			}
+		}
 	}
 }
 

@@ -225,7 +225,8 @@ func Load(opts Options) (*Objects, error) {
 		return nil, err
 	}
 	pats := opts.Filter.Patterns()
-	f.WmM = uint32(wmWindow(pats))
+	m, q := qgramParams(pats)
+	f.QgM, f.QgQ = uint16(m), uint16(q)
 	for name, v := range map[string]any{
 		"cfg_snaplen":         opts.Snaplen,
 		"cfg_max_cap":         maxCap,
@@ -253,10 +254,10 @@ func Load(opts Options) (*Objects, error) {
 		return nil, fmt.Errorf("load program (scan variant %s): %w", variant, err)
 	}
 	o := &Objects{coll: coll, ingress: coll.Programs[ingress], egress: coll.Programs[egress], Filter: opts.Filter, Variant: variant}
-	if f.WmM != 0 {
-		var t podtapWmTables
-		wmShifts(pats, int(f.WmM), &t.Shift)
-		if err := coll.Maps["wmtab"].Put(uint32(0), &t); err != nil {
+	if m != 0 {
+		var t podtapQgTable
+		qgramTable(pats, m, q, &t)
+		if err := coll.Maps["qgtab"].Put(uint32(0), &t); err != nil {
 			o.Close()
 			return nil, fmt.Errorf("fill scan tables: %w", err)
 		}

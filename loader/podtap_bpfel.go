@@ -78,7 +78,8 @@ type podtapPtFilter struct {
 	Npreds    uint32
 	Npats     uint32
 	Flags     uint32
-	WmM       uint32
+	QgM       uint16
+	QgQ       uint16
 	HttpPreds uint64
 	ScanPreds uint64
 	Code      [64]uint8
@@ -155,6 +156,12 @@ type podtapPtStr struct {
 	Bytes [128]uint8
 }
 
+type podtapQgTable struct {
+	_    structs.HostLayout
+	Ent  [4096]uint16
+	Many [256]uint64
+}
+
 type podtapScratch struct {
 	_ structs.HostLayout
 	P struct {
@@ -191,16 +198,13 @@ type podtapScratch struct {
 		CandPos uint32
 		Scanned uint32
 		CandHz  uint64
+		Cbase   uint32
+		Clim    uint32
 		Err     int32
 		Done    int32
 	}
-	Scan [4104]uint8
+	Scan [4160]uint8
 	Str  [136]uint8
-}
-
-type podtapWmTables struct {
-	_     structs.HostLayout
-	Shift [4096]uint8
 }
 
 // Names of all BPF objects in the ELF.
@@ -214,8 +218,8 @@ const (
 	podtapMapHandshakes            = "handshakes"
 	podtapMapHsZero                = "hs_zero"
 	podtapMapMethods               = "methods"
+	podtapMapQgtab                 = "qgtab"
 	podtapMapScratch               = "scratch"
-	podtapMapWmtab                 = "wmtab"
 	podtapProgPodtapEgressBounded  = "podtap_egress_bounded"
 	podtapProgPodtapEgressIter     = "podtap_egress_iter"
 	podtapProgPodtapEgressLoop     = "podtap_egress_loop"
@@ -297,8 +301,8 @@ type podtapMapSpecs struct {
 	Handshakes *ebpf.MapSpec `ebpf:"handshakes"`
 	HsZero     *ebpf.MapSpec `ebpf:"hs_zero"`
 	Methods    *ebpf.MapSpec `ebpf:"methods"`
+	Qgtab      *ebpf.MapSpec `ebpf:"qgtab"`
 	Scratch    *ebpf.MapSpec `ebpf:"scratch"`
-	Wmtab      *ebpf.MapSpec `ebpf:"wmtab"`
 }
 
 // podtapVariableSpecs contains global variables before they are loaded into the kernel.
@@ -346,8 +350,8 @@ type podtapMaps struct {
 	Handshakes *ebpf.Map `ebpf:"handshakes"`
 	HsZero     *ebpf.Map `ebpf:"hs_zero"`
 	Methods    *ebpf.Map `ebpf:"methods"`
+	Qgtab      *ebpf.Map `ebpf:"qgtab"`
 	Scratch    *ebpf.Map `ebpf:"scratch"`
-	Wmtab      *ebpf.Map `ebpf:"wmtab"`
 }
 
 func (m *podtapMaps) Close() error {
@@ -359,8 +363,8 @@ func (m *podtapMaps) Close() error {
 		m.Handshakes,
 		m.HsZero,
 		m.Methods,
+		m.Qgtab,
 		m.Scratch,
-		m.Wmtab,
 	)
 }
 

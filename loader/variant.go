@@ -56,39 +56,71 @@ func haveIterNum() bool {
 	return spec.TypeByName("bpf_iter_num_new", &fn) == nil
 }
 
-// wmWindow is the Wu-Manber window for a filter's patterns: the shortest
-// pattern's length, or 0 (use the SWAR scan) when a pattern is shorter
-// than four bytes and shifts would be too short to pay.
-func wmWindow(pats []filter.PatternKey) int {
+// qgramParams picks the q-gram scan's parameters for a filter's
+// patterns: m, the shortest pattern's length, and q, the q-gram length.
+// m is 0 when a pattern is shorter than three bytes: the SWAR scan then
+// tests both bytes of it (or its one) eight starts at a time. A block of
+// starts is m - q + 1 long: a longer q tells more of the text apart from
+// the patterns, a shorter one takes longer blocks.
+func qgramParams(pats []filter.PatternKey) (m, q int) {
 	if len(pats) == 0 {
-		return 0
+		return 0, 0
 	}
-	m := filter.MaxPatLen
+	m = filter.MaxPatLen
 	for _, p := range pats {
 		m = min(m, len(p.Bytes))
 	}
-	if m < 4 {
-		return 0
+	switch {
+	case m < 3:
+		return 0, 0
+	case m < 4:
+		return m, 1
+	case m < 7:
+		return m, 2
+	case m < 12:
+		return m, 3
 	}
-	return m
+	return m, 4
 }
 
-// wmHash is WM_HASH of bpf/podtap.c: two bytes, read little endian, hashed
-// to 12 bits.
-func wmHash(b0, b1 byte) int { return (int(b0)<<4 ^ int(b1)) & 0xfff }
-
-// wmShifts fills the shift table: for each hash of the two bytes at the
-// end of an m-byte window, how far the window may move before some
-// pattern's first m bytes could fit it.
-func wmShifts(pats []filter.PatternKey, m int, shift *[4096]uint8) {
-	for i := range shift {
-		shift[i] = uint8(m - 1)
+// qgramHash is QG_HASH of bpf/podtap.c: the q bytes read little endian,
+// hashed to 12 bits.
+func qgramHash(b string) int {
+	var x uint32
+	for i := 0; i < len(b); i++ {
+		x |= uint32(b[i]) << (8 * i)
 	}
-	for _, p := range pats {
-		b := p.Bytes[:m]
-		for j := 0; j+1 < m; j++ {
-			h := wmHash(b[j], b[j+1])
-			shift[h] = min(shift[h], uint8(m-2-j))
+	return int((x * 2654435761) >> 20)
+}
+
+// The q-gram table's entries (QG_ONE, QG_MANY of bpf/podtap.c).
+const (
+	qgOne  = 0x8000
+	qgMany = 0x4000
+)
+
+// qgramTable fills the q-gram table: for each hash, the pattern and the
+// offset in its first m bytes of the q-gram that hashes there; where
+// several (pattern, offset) pairs share a hash, a mask of their offsets.
+// pats are in the kernel's order.
+func qgramTable(pats []filter.PatternKey, m, q int, t *podtapQgTable) {
+	many := map[int]int{} // hash -> index into t.Many
+	for pi, p := range pats {
+		for o := 0; o+q <= m; o++ {
+			h := qgramHash(p.Bytes[o : o+q])
+			e := uint16(qgOne | pi<<8 | o)
+			switch {
+			case t.Ent[h] == 0:
+				t.Ent[h] = e
+			case t.Ent[h] == e:
+			case t.Ent[h]&qgMany != 0:
+				t.Many[many[h]] |= 1 << o
+			default:
+				k := len(many)
+				many[h] = k
+				t.Many[k] = 1<<(t.Ent[h]&0x3f) | 1<<o
+				t.Ent[h] = uint16(qgMany | k)
+			}
 		}
 	}
 }
