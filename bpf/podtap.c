@@ -26,7 +26,6 @@ volatile const __u32 cfg_snaplen = 0;     /* 0: whole packet */
 volatile const __u32 cfg_max_cap = 65536; /* copy buffer size, <= PT_MAX_CAP */
 volatile const __u32 cfg_scan_limit = 0;  /* 0: scan the whole packet */
 volatile const __u32 cfg_frame_off = 0;   /* offline: bytes of a made-up Ethernet header */
-volatile const __u32 cfg_direct_emit = 0; /* copy packets into the ring with bpf_dynptr_copy */
 volatile const __u32 cfg_follow = 0;      /* follow the flows of matches */
 volatile const __u32 cfg_handshake = 0;   /* keep TCP handshakes for them */
 volatile const __u64 cfg_follow_packets = 0; /* stop following after so many; 0: no limit */
@@ -57,13 +56,6 @@ struct bpf_iter_num {
 extern int bpf_iter_num_new(struct bpf_iter_num *it, int start, int end) __ksym;
 extern int *bpf_iter_num_next(struct bpf_iter_num *it) __ksym;
 extern void bpf_iter_num_destroy(struct bpf_iter_num *it) __ksym;
-
-/* Kfuncs of newer kernels; weak: a kernel without them gets a program
- * whose calls to them are dead code (cfg_direct_emit is 0 there). */
-extern int bpf_dynptr_from_skb(struct __sk_buff *skb, __u64 flags,
-			       struct bpf_dynptr *ptr__uninit) __ksym __weak;
-extern int bpf_dynptr_copy(struct bpf_dynptr *dst, __u32 dst_off, struct bpf_dynptr *src,
-			   __u32 src_off, __u32 size) __ksym __weak;
 
 struct copybuf {
 	struct pt_record hdr;
@@ -1209,75 +1201,24 @@ static __always_inline void scan(int variant, struct __sk_buff *skb, struct scra
 	}
 }
 
-/* Fill a record's header for a packet of len bytes, cap of them copied. */
-static __always_inline void record_hdr(struct pt_record *h, struct __sk_buff *skb, __u32 len,
-				       __u32 cap, __u8 dir, __u64 preds, __u8 flags)
-{
-	if (skb->vlan_present) {
-		flags |= PT_REC_VLAN_OFFLOAD;
-		h->vlan_tci = skb->vlan_tci;
-		h->vlan_proto = skb->vlan_proto;
-	} else {
-		h->vlan_tci = 0;
-		h->vlan_proto = 0;
-	}
-	h->ts_ns = bpf_ktime_get_ns();
-	h->preds = preds;
-	h->ifindex = skb->ifindex;
-	h->orig_len = len;
-	h->cap_len = cap;
-	h->dir = dir;
-	h->flags = flags;
-}
-
 /*
- * Copy cap bytes of the packet straight from the skb into a ring record of
- * its real size, with bpf_dynptr_copy (6.15+). A function of its own, so
- * that its stack is not the main program's, under the scan's deep calls;
- * static, not global, so that the verifier checks it only where it is
- * called: kernels without the kfuncs never reach it. df is the direction
- * and the record flags (flags << 8). Returns 0, or EMIT_RING_FULL or
- * EMIT_LOAD_FAILED.
- */
-#define EMIT_RING_FULL 1
-#define EMIT_LOAD_FAILED 2
-static __attribute__((noinline)) int emit_direct(struct __sk_buff *skb, __u32 len, __u32 cap, __u32 df, __u64 preds)
-{
-	struct pt_record h;
-	struct bpf_dynptr rec, pkt;
-
-	if (!skb)
-		return EMIT_LOAD_FAILED;
-	if (bpf_ringbuf_reserve_dynptr(&events, sizeof(h) + cap, 0, &rec)) {
-		bpf_ringbuf_discard_dynptr(&rec, 0);
-		return EMIT_RING_FULL;
-	}
-	record_hdr(&h, skb, len, cap, df & 0xff, preds, df >> 8);
-	if (bpf_dynptr_write(&rec, 0, &h, sizeof(h), 0) ||
-	    bpf_dynptr_from_skb(skb, 0, &pkt) ||
-	    bpf_dynptr_copy(&rec, sizeof(h), &pkt, 0, cap)) {
-		bpf_ringbuf_discard_dynptr(&rec, 0);
-		return EMIT_LOAD_FAILED;
-	}
-	bpf_ringbuf_submit_dynptr(&rec, 0);
-	return 0;
-}
-
-/*
- * Copy the packet into the ring buffer, in a record of its real size.
- *
- * Where the kernel has bpf_dynptr_copy, the bytes go straight from the skb
- * into the reserved record. Elsewhere they go through the CPU's copy
- * buffer and bpf_ringbuf_output (kernels before 6.8 reject a
- * variable-length load into ring memory); a record that cannot fit is then
- * dropped before it is copied, not after.
+ * Copy the packet to the ring buffer through the CPU's copy buffer, in a
+ * record of its real size. Kernels before 6.8 reject a variable-length
+ * load into ring memory; bpf_dynptr_copy (6.15+) could copy straight from
+ * the skb, but measured no faster here (docs/BENCHMARKS.md).
  */
 static __always_inline void emit(struct __sk_buff *skb, __u32 len, __u8 dir,
 				 __u64 preds, __u8 flags, struct pt_counters *c)
 {
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct copybuf *b = bpf_map_lookup_elem(&copybuf, &cpu);
 	__u64 cap = len;
 	int cut_snap = 0;
 
+	if (!b) {
+		c->lost_scratch++;
+		return;
+	}
 	if (cfg_snaplen && cap > cfg_snaplen) {
 		cap = cfg_snaplen;
 		cut_snap = 1;
@@ -1291,41 +1232,35 @@ static __always_inline void emit(struct __sk_buff *skb, __u32 len, __u8 dir,
 		return;
 	}
 	cap = checked_len(cap, PT_MAX_CAP, cfg_max_cap);
-	if (cfg_direct_emit) {
-		int r = emit_direct(skb, len, cap, dir | (__u32)flags << 8, preds);
-
-		if (r == EMIT_RING_FULL) {
-			c->lost_ringbuf++;
-			return;
-		}
-		if (r) {
-			c->lost_load++;
-			return;
-		}
+	/* A record takes its size plus an 8-byte header, rounded up to 8:
+	 * one that cannot fit is dropped before it is copied, not after. */
+	if (bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) <
+	    bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + ((sizeof(b->hdr) + cap + 8 + 7) & ~7ULL)) {
+		c->lost_ringbuf++;
+		return;
+	}
+	if (bpf_skb_load_bytes(skb, 0, b->data, cap)) {
+		c->lost_load++;
+		return;
+	}
+	if (skb->vlan_present) {
+		flags |= PT_REC_VLAN_OFFLOAD;
+		b->hdr.vlan_tci = skb->vlan_tci;
+		b->hdr.vlan_proto = skb->vlan_proto;
 	} else {
-		__u32 cpu = bpf_get_smp_processor_id();
-		struct copybuf *b = bpf_map_lookup_elem(&copybuf, &cpu);
-		/* A record takes its size plus an 8-byte header, rounded up to 8. */
-		__u64 need = (sizeof(b->hdr) + cap + 8 + 7) & ~7ULL;
-
-		if (!b) {
-			c->lost_scratch++;
-			return;
-		}
-		if (bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) <
-		    bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + need) {
-			c->lost_ringbuf++;
-			return;
-		}
-		if (bpf_skb_load_bytes(skb, 0, b->data, cap)) {
-			c->lost_load++;
-			return;
-		}
-		record_hdr(&b->hdr, skb, len, cap, dir, preds, flags);
-		if (bpf_ringbuf_output(&events, b, sizeof(b->hdr) + cap, 0)) {
-			c->lost_ringbuf++;
-			return;
-		}
+		b->hdr.vlan_tci = 0;
+		b->hdr.vlan_proto = 0;
+	}
+	b->hdr.ts_ns = bpf_ktime_get_ns();
+	b->hdr.preds = preds;
+	b->hdr.ifindex = skb->ifindex;
+	b->hdr.orig_len = len;
+	b->hdr.cap_len = cap;
+	b->hdr.dir = dir;
+	b->hdr.flags = flags;
+	if (bpf_ringbuf_output(&events, b, sizeof(b->hdr) + cap, 0)) {
+		c->lost_ringbuf++;
+		return;
 	}
 	c->sent++;
 	if (cut_snap)

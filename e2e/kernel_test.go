@@ -87,8 +87,8 @@ func skipWithoutTCX(t *testing.T, pod *sandbox.Pod) {
 		kernelRelease(t), why, exit.ExitCode(), said)
 }
 
-// startLine is podtap's "capturing on ... [MODE, VARIANT scan, COPY copy]" line.
-var startLine = regexp.MustCompile(`capturing on .* \[([a-z, ]+), ([a-z]+) scan, ([a-z]+) copy\]`)
+// startLine is podtap's "capturing on ... [MODE, VARIANT scan]" line.
+var startLine = regexp.MustCompile(`capturing on .* \[([a-z, ]+), ([a-z]+) scan\]`)
 
 // TestAttachAuto: --attach auto takes TCX where the kernel has it and
 // legacy tc elsewhere, says which on its start line, and attaches exactly

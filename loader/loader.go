@@ -40,7 +40,6 @@ type Options struct {
 	ScanLimit uint32                        // bytes of each packet searched for patterns; 0: all
 	RingSize  uint32                        // ring buffer bytes, a power of two; 0: DefaultRingSize
 	Variant   Variant                       // how the payload scan is driven; "": the best the kernel has
-	Copy      Copy                          // how packets reach the ring; "": the best the kernel has
 	Follow    Follow                        // --follow
 	// FrameOffset: frames start with this many bytes of an Ethernet header
 	// made up for offline input that had none; "frame" patterns skip them.
@@ -54,7 +53,6 @@ type Objects struct {
 	egress  *ebpf.Program
 	Filter  *filter.Program
 	Variant Variant // how the payload scan is driven
-	Copy    Copy    // how packets reach the ring buffer
 }
 
 // Ingress is the program for the ingress hook.
@@ -205,23 +203,12 @@ func Load(opts Options) (*Objects, error) {
 	}
 	spec.Maps["flows"].MaxEntries = flows
 	spec.Maps["handshakes"].MaxEntries = handshakes
+	spec.Maps["copybuf"].MaxEntries = uint32(cpus)
+	spec.Maps["copybuf"].ValueSize = uint32(RecordHeaderSize) + maxCap
+
 	variant := opts.Variant
 	if variant == "" || variant == VariantAuto {
 		variant = BestVariant()
-	}
-	copyMode := opts.Copy
-	if copyMode == "" || copyMode == CopyAuto {
-		copyMode = BestCopy()
-	}
-	if copyMode != CopyDirect && copyMode != CopyStaged {
-		return nil, fmt.Errorf("ring copy %q: want auto, direct or staged", copyMode)
-	}
-	// The staged copy needs a buffer per CPU as large as a record.
-	spec.Maps["copybuf"].MaxEntries = 1
-	spec.Maps["copybuf"].ValueSize = uint32(RecordHeaderSize) + 8
-	if copyMode == CopyStaged {
-		spec.Maps["copybuf"].MaxEntries = uint32(cpus)
-		spec.Maps["copybuf"].ValueSize = uint32(RecordHeaderSize) + maxCap
 	}
 	ingress, egress := "podtap_ingress_"+string(variant), "podtap_egress_"+string(variant)
 	if spec.Programs[ingress] == nil {
@@ -244,7 +231,6 @@ func Load(opts Options) (*Objects, error) {
 		"cfg_snaplen":         opts.Snaplen,
 		"cfg_max_cap":         maxCap,
 		"cfg_scan_limit":      opts.ScanLimit,
-		"cfg_direct_emit":     boolU32(copyMode == CopyDirect),
 		"cfg_frame_off":       opts.FrameOffset,
 		"cfg_follow":          boolU32(opts.Follow.On),
 		"cfg_handshake":       boolU32(opts.Follow.On && opts.Follow.Handshake),
@@ -263,11 +249,11 @@ func Load(opts Options) (*Objects, error) {
 	if err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
-			return nil, fmt.Errorf("load program (scan variant %s, %s ring copy): %w (verifier log tail: %s)", variant, copyMode, err, verifierTail(verr))
+			return nil, fmt.Errorf("load program (scan variant %s): %w (verifier log tail: %s)", variant, err, verifierTail(verr))
 		}
-		return nil, fmt.Errorf("load program (scan variant %s, %s ring copy): %w", variant, copyMode, err)
+		return nil, fmt.Errorf("load program (scan variant %s): %w", variant, err)
 	}
-	o := &Objects{coll: coll, ingress: coll.Programs[ingress], egress: coll.Programs[egress], Filter: opts.Filter, Variant: variant, Copy: copyMode}
+	o := &Objects{coll: coll, ingress: coll.Programs[ingress], egress: coll.Programs[egress], Filter: opts.Filter, Variant: variant}
 	if m != 0 {
 		var t podtapQgTable
 		qgramTable(pats, m, q, &t)

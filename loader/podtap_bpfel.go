@@ -226,7 +226,6 @@ const (
 	podtapProgPodtapIngressBounded = "podtap_ingress_bounded"
 	podtapProgPodtapIngressIter    = "podtap_ingress_iter"
 	podtapProgPodtapIngressLoop    = "podtap_ingress_loop"
-	podtapVarCfgDirectEmit         = "cfg_direct_emit"
 	podtapVarCfgFollow             = "cfg_follow"
 	podtapVarCfgFollowBytes        = "cfg_follow_bytes"
 	podtapVarCfgFollowGraceNs      = "cfg_follow_grace_ns"
@@ -310,7 +309,6 @@ type podtapMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type podtapVariableSpecs struct {
-	CfgDirectEmit    *ebpf.VariableSpec `ebpf:"cfg_direct_emit"`
 	CfgFollow        *ebpf.VariableSpec `ebpf:"cfg_follow"`
 	CfgFollowBytes   *ebpf.VariableSpec `ebpf:"cfg_follow_bytes"`
 	CfgFollowGraceNs *ebpf.VariableSpec `ebpf:"cfg_follow_grace_ns"`
@@ -374,7 +372,6 @@ func (m *podtapMaps) Close() error {
 //
 // It can be passed to loadPodtapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type podtapVariables struct {
-	CfgDirectEmit    *ebpf.Variable `ebpf:"cfg_direct_emit"`
 	CfgFollow        *ebpf.Variable `ebpf:"cfg_follow"`
 	CfgFollowBytes   *ebpf.Variable `ebpf:"cfg_follow_bytes"`
 	CfgFollowGraceNs *ebpf.Variable `ebpf:"cfg_follow_grace_ns"`

@@ -47,51 +47,14 @@ var best = sync.OnceValue(func() Variant {
 func BestVariant() Variant { return best() }
 
 // haveIterNum reports whether the kernel's BTF has the bpf_iter_num kfuncs.
-func haveIterNum() bool { return haveKfuncs("bpf_iter_num_new") }
-
-// haveKfuncs reports whether the kernel's BTF has all of these functions.
-func haveKfuncs(names ...string) bool {
+func haveIterNum() bool {
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {
 		return false
 	}
-	for _, name := range names {
-		var fn *btf.Func
-		if spec.TypeByName(name, &fn) != nil {
-			return false
-		}
-	}
-	return true
+	var fn *btf.Func
+	return spec.TypeByName("bpf_iter_num_new", &fn) == nil
 }
-
-// Copy is how the program copies a matched packet into the ring buffer.
-type Copy string
-
-const (
-	CopyAuto   Copy = "auto"   // the best the kernel has
-	CopyDirect Copy = "direct" // from the skb straight into the record (bpf_dynptr_copy, 6.15+)
-	CopyStaged Copy = "staged" // through a per-CPU buffer and bpf_ringbuf_output (any kernel)
-)
-
-// ParseCopy checks a --ring-copy value.
-func ParseCopy(s string) (Copy, error) {
-	switch c := Copy(s); c {
-	case CopyAuto, CopyDirect, CopyStaged:
-		return c, nil
-	}
-	return "", fmt.Errorf("ring copy %q: want auto, direct or staged", s)
-}
-
-var bestCopy = sync.OnceValue(func() Copy {
-	if haveKfuncs("bpf_dynptr_from_skb", "bpf_dynptr_copy") {
-		return CopyDirect
-	}
-	return CopyStaged
-})
-
-// BestCopy probes the kernel for the cheapest way it has to copy packets
-// into the ring buffer: one copy with bpf_dynptr_copy, else two.
-func BestCopy() Copy { return bestCopy() }
 
 // qgramParams picks the q-gram scan's parameters for a filter's
 // patterns: m, the shortest pattern's length, and q, the q-gram length.

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
 	"github.com/podtap/podtap/filter"
@@ -64,18 +66,20 @@ func gsoTable(o options) error {
 		kind    string
 		scan    bool
 		variant loader.Variant
+		ring    bool // every packet goes to the ring, which is read
 	}
 	cases := []gsoCase{
-		{"--port 9, no match", filter.Port(9), "random", false, ""},
-		{"--contains 16 B, no match, random bytes", filter.Contains(needle), "random", true, ""},
-		{"--contains 16 B, no match, near-miss text", filter.Contains(needle), "near-miss", true, ""},
+		{"--port 9, no match", filter.Port(9), "random", false, "", false},
+		{"--contains 16 B, no match, random bytes", filter.Contains(needle), "random", true, "", false},
+		{"--contains 16 B, no match, near-miss text", filter.Contains(needle), "near-miss", true, "", false},
 		{"4 x --contains 16 B, no match, random bytes", filter.AllOf(filter.Contains(needle),
-			filter.Contains("another-needle16"), filter.Contains("a-third-needle!!"), filter.Contains("and-a-fourth-one")), "random", true, ""},
-		{"--contains 3 B (SWAR scan), no match, random bytes", filter.Contains("lb!"), "random", true, ""},
+			filter.Contains("another-needle16"), filter.Contains("a-third-needle!!"), filter.Contains("and-a-fourth-one")), "random", true, "", false},
+		{"--contains 3 B, no match, random bytes", filter.Contains("lb!"), "random", true, "", false},
 	}
 	for _, v := range availableVariants() {
-		cases = append(cases, gsoCase{"--contains 16 B, no match, random bytes [" + string(v) + "]", filter.Contains(needle), "random", true, v})
+		cases = append(cases, gsoCase{"--contains 16 B, no match, random bytes [" + string(v) + "]", filter.Contains(needle), "random", true, v, false})
 	}
+	cases = append(cases, gsoCase{"no filter: every packet copied to the ring", filter.True{}, "random", false, "", true})
 	for _, c := range cases {
 		prog, err := filter.Compile(c.expr, c.name)
 		if err != nil {
@@ -84,6 +88,20 @@ func gsoTable(o options) error {
 		objs, err := loader.Load(loader.Options{Filter: prog, Variant: c.variant})
 		if err != nil {
 			return err
+		}
+		var reader *ringbuf.Reader
+		if c.ring {
+			// Read the ring as podtap would, so that the copies are
+			// measured rather than the ring-full path.
+			if reader, err = ringbuf.NewReader(objs.Events()); err != nil {
+				objs.Close()
+				return err
+			}
+			go func() {
+				var rec ringbuf.Record
+				for reader.ReadInto(&rec) == nil {
+				}
+			}()
 		}
 		att, err := objs.Attach(pod.HostIdx, loader.ModeAuto)
 		if err != nil {
@@ -103,8 +121,12 @@ func gsoTable(o options) error {
 		}
 		after, err := objs.Egress().Stats()
 		att.Close()
+		counters, cerr := objs.Counters()
+		if reader != nil {
+			reader.Close()
+		}
 		objs.Close()
-		if err != nil {
+		if err = errors.Join(err, cerr); err != nil {
 			return err
 		}
 		n := after.RunCount - before.RunCount
@@ -115,6 +137,9 @@ func gsoTable(o options) error {
 		cell := fmt.Sprintf("%d ns", per.Nanoseconds())
 		if c.scan {
 			cell += fmt.Sprintf(" (%.2f GB/s)", float64(size)/float64(per.Nanoseconds()))
+		}
+		if c.ring {
+			cell += fmt.Sprintf(", %d of %d sent, %d lost", counters.Sent, counters.Matched, counters.Lost())
 		}
 		rows = append(rows, []string{c.name, cell, fmt.Sprint(n)})
 	}

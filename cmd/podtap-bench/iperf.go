@@ -38,7 +38,6 @@ func captureConfigs(o options) []captureConfig {
 		{name: "podtap --contains 16 B (no match)", args: podtap("--contains", needle), tool: "podtap"},
 		{name: "podtap, every packet, to tmpfs", args: podtap(), tool: "podtap"},
 		{name: "podtap, every packet, to tmpfs, 32 MiB ring", args: podtap("--buffer-size", "33554432"), tool: "podtap"},
-		{name: "podtap, every packet, to tmpfs, staged copy", args: podtap("--ring-copy", "staged"), tool: "podtap"},
 		{name: "tcpdump -w, every packet, to tmpfs", args: func(pod *sandbox.Pod, out string) []string {
 			return []string{"tcpdump", "-i", pod.HostIf, "-w", out, "-Z", "root"}
 		}, tool: "tcpdump"},

@@ -46,45 +46,30 @@ type kernelCase struct {
 	matches bool
 	variant loader.Variant
 	follow  loader.Follow
-	copy    loader.Copy
 }
 
 func kernelCases() []kernelCase {
 	cases := []kernelCase{
-		{"no filter: every packet copied to the ring", filter.True{}, "random", false, true, "", loader.Follow{}, ""},
-		{"--port 9, no match", filter.Port(9), "random", false, false, "", loader.Follow{}, ""},
-		{"--uri /mytest, no match", filter.URI("/mytest"), "random", false, false, "", loader.Follow{}, ""},
-		{"--uri /mytest, match", filter.URI("/mytest"), "request", false, true, "", loader.Follow{}, ""},
-		{"--contains 16 B, no match, random bytes", filter.Contains(needle), "random", true, false, "", loader.Follow{}, ""},
-		{"--contains 16 B, no match, near-miss text", filter.Contains(needle), "near-miss", true, false, "", loader.Follow{}, ""},
-		{"--contains 16 B, match at the end", filter.Contains(needle), "match-at-end", true, true, "", loader.Follow{}, ""},
+		{"no filter: every packet copied to the ring", filter.True{}, "random", false, true, "", loader.Follow{}},
+		{"--port 9, no match", filter.Port(9), "random", false, false, "", loader.Follow{}},
+		{"--uri /mytest, no match", filter.URI("/mytest"), "random", false, false, "", loader.Follow{}},
+		{"--uri /mytest, match", filter.URI("/mytest"), "request", false, true, "", loader.Follow{}},
+		{"--contains 16 B, no match, random bytes", filter.Contains(needle), "random", true, false, "", loader.Follow{}},
+		{"--contains 16 B, no match, near-miss text", filter.Contains(needle), "near-miss", true, false, "", loader.Follow{}},
+		{"--contains 16 B, match at the end", filter.Contains(needle), "match-at-end", true, true, "", loader.Follow{}},
 		{"4 x --contains 16 B, no match, random bytes", filter.AllOf(filter.Contains(needle),
-			filter.Contains("another-needle16"), filter.Contains("a-third-needle!!"), filter.Contains("and-a-fourth-one")), "random", true, false, "", loader.Follow{}, ""},
-		{"--contains 3 B, no match, random bytes", filter.Contains("lb!"), "random", true, false, "", loader.Follow{}, ""},
-		{"--contains 2 B (SWAR scan), no match, random bytes", filter.Contains("l!"), "random", true, false, "", loader.Follow{}, ""},
-		{"--uri /mytest --follow, no match, flow not followed", filter.URI("/mytest"), "random", false, false, "", loader.Follow{On: true}, ""},
-		{"--uri /mytest --follow --follow-handshake, no match", filter.URI("/mytest"), "random", false, false, "", loader.Follow{On: true, Handshake: true}, ""},
-	}
-	// Each ring copy this kernel has, on every packet.
-	for _, c := range availableCopies() {
-		cases = append(cases, kernelCase{name: "no filter: every packet copied to the ring [" + string(c) + " copy]",
-			expr: filter.True{}, kind: "random", matches: true, copy: c})
+			filter.Contains("another-needle16"), filter.Contains("a-third-needle!!"), filter.Contains("and-a-fourth-one")), "random", true, false, "", loader.Follow{}},
+		{"--contains 3 B (SWAR scan), no match, random bytes", filter.Contains("lb!"), "random", true, false, "", loader.Follow{}},
+		{"--uri /mytest --follow, no match, flow not followed", filter.URI("/mytest"), "random", false, false, "", loader.Follow{On: true}},
+		{"--uri /mytest --follow --follow-handshake, no match", filter.URI("/mytest"), "random", false, false, "", loader.Follow{On: true, Handshake: true}},
 	}
 	// Each scan variant this kernel has, on the same search.
 	for _, v := range availableVariants() {
 		cases = append(cases,
-			kernelCase{"--contains 16 B, no match, random bytes [" + string(v) + "]", filter.Contains(needle), "random", true, false, v, loader.Follow{}, ""},
-			kernelCase{"--contains 16 B, no match, near-miss text [" + string(v) + "]", filter.Contains(needle), "near-miss", true, false, v, loader.Follow{}, ""})
+			kernelCase{"--contains 16 B, no match, random bytes [" + string(v) + "]", filter.Contains(needle), "random", true, false, v, loader.Follow{}},
+			kernelCase{"--contains 16 B, no match, near-miss text [" + string(v) + "]", filter.Contains(needle), "near-miss", true, false, v, loader.Follow{}})
 	}
 	return cases
-}
-
-// availableCopies lists the ring copies this kernel can run, best first.
-func availableCopies() []loader.Copy {
-	if loader.BestCopy() == loader.CopyDirect {
-		return []loader.Copy{loader.CopyDirect, loader.CopyStaged}
-	}
-	return []loader.Copy{loader.CopyStaged}
 }
 
 // availableVariants lists the scan variants this kernel can run, best first.
@@ -109,7 +94,7 @@ func kernelTable(o options) error {
 		if err != nil {
 			return err
 		}
-		objs, err := loader.Load(loader.Options{Filter: prog, RingSize: 256 << 20, Variant: c.variant, Follow: c.follow, Copy: c.copy})
+		objs, err := loader.Load(loader.Options{Filter: prog, RingSize: 256 << 20, Variant: c.variant, Follow: c.follow})
 		if err != nil {
 			return err
 		}

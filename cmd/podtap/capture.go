@@ -74,7 +74,6 @@ type captureFlags struct {
 	scanLimit uint32
 	attach    string
 	scanLoop  string
-	ringCopy  string
 	follow    loader.Follow
 	memEvery  time.Duration
 	memCgroup string
@@ -130,7 +129,6 @@ func newCaptureFlags(stdout io.Writer) (*pflag.FlagSet, *captureFlags) {
 	fs.BoolVar(&f.follow.Handshake, "follow-handshake", false, "with --follow: keep each TCP connection's handshake and write it before a match")
 	fs.Uint32Var(&f.follow.Flows, "follow-flows", loader.DefaultFollowFlows, "with --follow: flows remembered at once, about 100 bytes of kernel memory each; least recently used ones are evicted, and counted (--follow-handshake keeps handshakes for a quarter as many, 512 bytes each)")
 	fs.StringVar(&f.scanLoop, "scan-loop", string(loader.VariantAuto), "how the kernel drives the payload scan: auto (the best the kernel has), iter (bpf_iter_num, 6.4+), loop (bpf_loop, 5.17+) or bounded (any kernel)")
-	fs.StringVar(&f.ringCopy, "ring-copy", string(loader.CopyAuto), "how the kernel copies packets into the ring buffer: auto (the best the kernel has), direct (bpf_dynptr_copy, 6.15+) or staged (through a per-CPU buffer, any kernel)")
 	fs.DurationVar(&f.memEvery, "mem-interval", time.Second, "sample the target's cgroup memory this often and record it with the packets; 0: off")
 	fs.StringVar(&f.memCgroup, "mem-cgroup", "", "the memory cgroup directory to sample (default: the target process's or pod's)")
 	fs.StringVar(&f.memFile, "mem-file", "", "write memory samples as JSON lines here (default with -w FILE: FILE's name with .mem.jsonl)")
@@ -156,10 +154,6 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 		return usageError{err}
 	}
 	variant, err := loader.ParseVariant(f.scanLoop)
-	if err != nil {
-		return usageError{err}
-	}
-	ringCopy, err := loader.ParseCopy(f.ringCopy)
 	if err != nil {
 		return usageError{err}
 	}
@@ -251,7 +245,7 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		c := &capture{flags: f, prog: prog, variant: variant, ringCopy: ringCopy, out: out, stderr: stderr}
+		c := &capture{flags: f, prog: prog, variant: variant, out: out, stderr: stderr}
 		return c.runOffline(f.read)
 	}
 
@@ -304,7 +298,7 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 	// before it detaches: take SIGPIPE as an error from write instead.
 	signal.Ignore(syscall.SIGPIPE)
 
-	c := &capture{flags: f, prog: prog, mode: mode, variant: variant, ringCopy: ringCopy, out: out, stderr: stderr}
+	c := &capture{flags: f, prog: prog, mode: mode, variant: variant, out: out, stderr: stderr}
 	return c.run(ctx, targets, events)
 }
 

@@ -110,7 +110,7 @@ func (c *capture) runOffline(path string) (err error) {
 		return fmt.Errorf("lift memlock limit: %w", err)
 	}
 	c.objs, err = loader.Load(loader.Options{Filter: c.prog, Snaplen: c.flags.snaplen, ScanLimit: c.flags.scanLimit,
-		RingSize: c.flags.ringSize, FrameOffset: frameOff, Variant: c.variant, Copy: c.ringCopy})
+		RingSize: c.flags.ringSize, FrameOffset: frameOff, Variant: c.variant})
 	if err != nil {
 		return err
 	}

@@ -22,13 +22,12 @@ import (
 // capture is one run of podtap capture: one loaded program, attached to
 // one or more capture points that may come and go while it runs.
 type capture struct {
-	flags    *captureFlags
-	prog     *filter.Program
-	mode     loader.Mode
-	variant  loader.Variant
-	ringCopy loader.Copy
-	out      *output
-	stderr   io.Writer
+	flags   *captureFlags
+	prog    *filter.Program
+	mode    loader.Mode
+	variant loader.Variant
+	out     *output
+	stderr  io.Writer
 
 	objs    *loader.Objects
 	writer  decode.Writer
@@ -84,7 +83,6 @@ func (c *capture) run(ctx context.Context, targets []*target.Target, events <-ch
 		ScanLimit: c.flags.scanLimit,
 		RingSize:  c.flags.ringSize,
 		Variant:   c.variant,
-		Copy:      c.ringCopy,
 		Follow:    c.flags.follow,
 	})
 	if err != nil {
@@ -147,7 +145,7 @@ func (c *capture) run(ctx context.Context, targets []*target.Target, events <-ch
 		for _, t := range targets {
 			names = append(names, fmt.Sprintf("%s (%s)", t.Name, t.Ifname))
 		}
-		fmt.Fprintf(c.stderr, "podtap: capturing on %s [%s, %s scan, %s copy], filter: %s\n", strings.Join(names, ", "), c.attachModes(), c.objs.Variant, c.objs.Copy, c.filterText())
+		fmt.Fprintf(c.stderr, "podtap: capturing on %s [%s, %s scan], filter: %s\n", strings.Join(names, ", "), c.attachModes(), c.objs.Variant, c.filterText())
 	} else {
 		fmt.Fprintf(c.stderr, "podtap: capturing, waiting for pods, filter: %s\n", c.filterText())
 	}
