@@ -237,6 +237,16 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 	if nTargets != 1 {
 		return usageErrorf("give exactly one target: POD, -l SELECTOR, -i IFACE, --netns NAME, --pid PID, or -r FILE")
 	}
+	if f.read != "" {
+		// Offline, the program sees the file's packets one after another,
+		// with no interface, no clock of their own and no cgroup: these
+		// would be ignored, so they are refused.
+		for _, name := range []string{"follow", "duration", "attach", "mem-interval", "mem-cgroup", "mem-file"} {
+			if fs.Changed(name) {
+				return usageErrorf("--%s is for live captures, not for -r FILE", name)
+			}
+		}
+	}
 	if f.verbose {
 		slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	}

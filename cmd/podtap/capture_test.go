@@ -32,6 +32,13 @@ func TestCaptureCLIUsageErrors(t *testing.T) {
 		{[]string{"capture", "-i", "lo", "--host", "300.1.1.1"}, "300.1.1.1"},
 		{[]string{"capture", "-i", "lo", "-n", "shop"}, "--namespace needs a POD or -l SELECTOR"},
 		{[]string{"capture", "-A", "-i", "lo"}, "-A needs -l SELECTOR"},
+		// Flags of live captures that offline mode would otherwise ignore.
+		{[]string{"capture", "-r", "x.pcap", "--follow"}, "--follow is for live captures"},
+		{[]string{"capture", "-r", "x.pcap", "--duration", "5s"}, "--duration is for live captures"},
+		{[]string{"capture", "-r", "x.pcap", "--attach", "tcx"}, "--attach is for live captures"},
+		{[]string{"capture", "-r", "x.pcap", "--mem-interval", "2s"}, "--mem-interval is for live captures"},
+		{[]string{"capture", "-r", "x.pcap", "--mem-cgroup", "/x"}, "--mem-cgroup is for live captures"},
+		{[]string{"capture", "-r", "x.pcap", "--mem-file", "m.jsonl"}, "--mem-file is for live captures"},
 	} {
 		code, stdout, stderr := memRun(tc.args...)
 		if code != 2 || !strings.Contains(stderr, tc.want) || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "podtap: ") || stdout != "" {

@@ -21,21 +21,14 @@ import (
 
 // resolvePodForMem turns a POD argument into the pod's cgroup directory on
 // this node and its app container IDs (containerStatuses[].containerID, in
-// any form mem.ReadPod accepts). The Kubernetes support sets it; while it
-// is nil, pod names are refused with a usage error.
-var resolvePodForMem func(ctx context.Context, pod string) (dir string, appContainerIDs []string, err error)
-
-// The Kubernetes support: POD is NAME or NAMESPACE/NAME, found through the
-// kubeconfig that KUBECONFIG or ~/.kube/config names (else in-cluster), on
-// the node NODE_NAME names (else this host's name).
-func init() {
-	resolvePodForMem = func(ctx context.Context, pod string) (string, []string, error) {
-		kc, err := kube.NewClient(kube.Config{})
-		if err != nil {
-			return "", nil, err
-		}
-		return kc.PodCgroup(ctx, pod)
+// any form mem.ReadPod accepts). POD is NAME or NAMESPACE/NAME, found
+// through the API server that cfg names. Tests replace it.
+var resolvePodForMem = func(ctx context.Context, pod string, cfg kube.Config) (dir string, appContainerIDs []string, err error) {
+	kc, err := kube.NewClient(cfg)
+	if err != nil {
+		return "", nil, err
 	}
+	return kc.PodCgroup(ctx, pod)
 }
 
 const memUsage = `Usage: podtap mem [flags] [POD]
@@ -62,6 +55,7 @@ type memOptions struct {
 	explain  bool
 	hasPID   bool
 	hasWatch bool
+	kube     kube.Config // for a POD
 }
 
 // runMem implements `podtap mem`. With --watch it refreshes until SIGINT or
@@ -82,10 +76,7 @@ func memMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	appIDs := opts.appIDs
 	switch {
 	case opts.pod != "":
-		if resolvePodForMem == nil {
-			return usageErrorf("pod %q: pod names need podtap's Kubernetes support, which this build does not have yet; give --pid or --cgroup", opts.pod)
-		}
-		d, ids, err := resolvePodForMem(ctx, opts.pod)
+		d, ids, err := resolvePodForMem(ctx, opts.pod, opts.kube)
 		if err != nil {
 			return fmt.Errorf("find cgroup of pod %s: %w", opts.pod, err)
 		}
@@ -144,6 +135,10 @@ func parseMemFlags(args []string, stdout io.Writer) (memOptions, error) {
 	fs.DurationVar(&o.watch, "watch", 0, "refresh every `INTERVAL` until interrupted (--watch alone: 2s)")
 	fs.Lookup("watch").NoOptDefVal = defaultWatchInterval.String()
 	fs.BoolVar(&o.explain, "explain", false, "spell out, with the numbers, how usage becomes the working set and what kubectl top shows")
+	fs.StringVarP(&o.kube.Namespace, "namespace", "n", "", "namespace of POD (default: the kubeconfig context's, else \"default\"; NAMESPACE/NAME overrides it)")
+	fs.StringVar(&o.kube.Kubeconfig, "kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, ~/.kube/config, else in-cluster)")
+	fs.StringVar(&o.kube.Context, "context", "", "kubeconfig context (default: its current context)")
+	fs.StringVar(&o.kube.Node, "node", "", "this node's name (default: $NODE_NAME, else the host name)")
 	fs.Usage = func() {
 		fmt.Fprint(stdout, memUsage)
 		fmt.Fprint(stdout, fs.FlagUsages())
@@ -183,6 +178,13 @@ func parseMemFlags(args []string, stdout io.Writer) (memOptions, error) {
 		return o, usageErrorf("mem: -o must be table or json, got %q", o.output)
 	case o.hasWatch && o.watch <= 0:
 		return o, usageErrorf("mem: --watch interval must be positive, got %v", o.watch)
+	}
+	if o.pod == "" {
+		for _, name := range []string{"namespace", "kubeconfig", "context", "node"} {
+			if fs.Changed(name) {
+				return o, usageErrorf("mem: --%s needs a POD", name)
+			}
+		}
 	}
 	return o, nil
 }

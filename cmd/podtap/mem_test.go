@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podtap/podtap/kube"
 	"github.com/podtap/podtap/mem"
 )
 
@@ -31,9 +32,6 @@ func memRun(args ...string) (code int, stdout, stderr string) {
 }
 
 func TestMemCLIUsageErrors(t *testing.T) {
-	old := resolvePodForMem
-	resolvePodForMem = nil
-	t.Cleanup(func() { resolvePodForMem = old })
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -41,7 +39,8 @@ func TestMemCLIUsageErrors(t *testing.T) {
 		{[]string{"mem"}, "no target"},
 		{[]string{"mem", "--pid", "1", "--cgroup", "/sys/fs/cgroup/memory"}, "exactly one of"},
 		{[]string{"mem", "--pid", "1", "mypod"}, "exactly one of"},
-		{[]string{"mem", "mypod"}, `pod "mypod": pod names need podtap's Kubernetes support`},
+		{[]string{"mem", "--pid", "1", "-n", "shop"}, "--namespace needs a POD"},
+		{[]string{"mem", "--cgroup", "/sys/fs/cgroup/memory", "--kubeconfig", "k"}, "--kubeconfig needs a POD"},
 		{[]string{"mem", "ns/a", "ns/b"}, "one POD at most"},
 		{[]string{"mem", "--pid", "0"}, "--pid must be a positive process ID"},
 		{[]string{"mem", "--pid", "x"}, `invalid argument "x" for "--pid"`},
@@ -310,14 +309,18 @@ func TestMemCLILivePod(t *testing.T) {
 	// A POD argument, resolved by the hook the Kubernetes support sets.
 	old := resolvePodForMem
 	t.Cleanup(func() { resolvePodForMem = old })
-	resolvePodForMem = func(ctx context.Context, name string) (string, []string, error) {
-		if name != "default/web" {
+	resolvePodForMem = func(ctx context.Context, name string, cfg kube.Config) (string, []string, error) {
+		want := kube.Config{Kubeconfig: "/k", Context: "c", Namespace: "shop", Node: "n1"}
+		if name != "web" {
 			return "", nil, fmt.Errorf("no pod %s", name)
+		}
+		if cfg != want {
+			return "", nil, fmt.Errorf("pod %s with %+v, want %+v", name, cfg, want)
 		}
 		return pod, []string{"containerd://" + appID}, nil
 	}
 
-	out, usage, inactive := memStableRun(t, pod, "mem", "default/web", "-o", "json")
+	out, usage, inactive := memStableRun(t, pod, "mem", "web", "-n", "shop", "--kubeconfig", "/k", "--context", "c", "--node", "n1", "-o", "json")
 	var j memPodJSON
 	if err := json.Unmarshal([]byte(out), &j); err != nil {
 		t.Fatalf("json: %v\n%s", err, out)
