@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -146,5 +147,60 @@ func TestMemorySeries(t *testing.T) {
 	comments := tsharkFields(t, out, `frame.comment contains "memory of"`)
 	if len(comments) == 0 {
 		t.Error("no packet comment carries a memory sample")
+	}
+}
+
+// TestStreamReaderGone: when the reader of -w - goes away (Wireshark
+// closed), podtap stops by itself, whether packets still come or not, and
+// exits 0 with its summary on one line each, not with a write error.
+func TestStreamReaderGone(t *testing.T) {
+	for _, traffic := range []bool{false, true} {
+		name := "idle"
+		if traffic {
+			name = "traffic"
+		}
+		t.Run(name, func(t *testing.T) {
+			pod := newPod(t)
+			serveHTTP(t, pod, 8080)
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			podtap := exec.Command(podtapBin, "capture", "--netns", pod.Name, "--port", "8080", "-w", "-", "--mem-interval", "0")
+			podtap.Stdout = w
+			stderr := &proc{lines: make(chan string, 100)}
+			podtap.Stderr = stderr
+			podtap.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			if err := podtap.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { podtap.Process.Kill(); podtap.Wait() })
+			w.Close()
+			stderr.cmd = podtap
+			stderr.waitFor(t, "capturing on")
+			// Read the file header, as Wireshark does, then go away.
+			if _, err := io.ReadFull(r, make([]byte, 24)); err != nil {
+				t.Fatalf("read the pcap header: %v", err)
+			}
+			r.Close()
+			if traffic {
+				request(t, "GET", pod.PodURL(false, 8080, "/mytest"), "")
+			}
+			done := make(chan error, 1)
+			go func() { done <- podtap.Wait() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("podtap: %v, want exit 0\n%s", err, stderr.output())
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("podtap still runs 5 s after its reader went away\n%s", stderr.output())
+			}
+			out := stderr.output()
+			if !strings.Contains(out, "the reader of standard output went away") || strings.Contains(out, "broken pipe") ||
+				strings.Count(out, "packets seen") != 1 {
+				t.Errorf("stderr:\n%s\nwant a note that the reader went away, one summary, no write error", out)
+			}
+		})
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 	"golang.org/x/term"
 
 	"github.com/podtap/podtap/filter"
@@ -440,6 +441,19 @@ func openOutput(path string, stdout io.Writer) (*output, error) {
 	}
 	o.w, o.file = f, f
 	return o, nil
+}
+
+// readerGone reports whether output to a pipe or socket has lost its
+// reader, without writing to it: the kernel flags the write end with
+// POLLERR (a pipe) or POLLHUP (a socket). Files never lose theirs.
+func (o *output) readerGone() bool {
+	f, ok := o.w.(*os.File)
+	if !ok || o.file != nil {
+		return false
+	}
+	fds := []unix.PollFd{{Fd: int32(f.Fd())}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0 && fds[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0
 }
 
 func isTerminal(w io.Writer) bool {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"strings"
 	"testing"
 )
@@ -44,5 +45,14 @@ func TestCaptureCLIUsageErrors(t *testing.T) {
 		if code != 2 || !strings.Contains(stderr, tc.want) || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "podtap: ") || stdout != "" {
 			t.Errorf("%q: exit %d, stderr %q, stdout %q; want exit 2 and one line containing %q", tc.args, code, stderr, stdout, tc.want)
 		}
+	}
+}
+
+// TestErrorLine: joined errors, such as a write error and the flush after
+// it, print as one line.
+func TestErrorLine(t *testing.T) {
+	err := errors.Join(errors.New("write packets: broken pipe"), errors.New("close capture file: x"))
+	if got, want := errorLine(err), "podtap: write packets: broken pipe; close capture file: x"; got != want {
+		t.Errorf("errorLine = %q, want %q", got, want)
 	}
 }

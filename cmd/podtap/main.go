@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 const usageText = `podtap: in-kernel filtered packet capture and memory accounting for pods
@@ -36,7 +37,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if errors.Is(err, errHelp) {
 		return 0
 	}
-	fmt.Fprintf(stderr, "podtap: %v\n", err)
+	fmt.Fprintln(stderr, errorLine(err))
 	var uerr usageError
 	if errors.As(err, &uerr) {
 		return 2
@@ -76,4 +77,10 @@ func (u usageError) Unwrap() error { return u.err }
 
 func usageErrorf(format string, a ...any) error {
 	return usageError{fmt.Errorf(format, a...)}
+}
+
+// errorLine is err as podtap prints it: one line, whatever the error
+// (errors.Join puts each of its errors on a line of its own).
+func errorLine(err error) string {
+	return "podtap: " + strings.ReplaceAll(err.Error(), "\n", "; ")
 }

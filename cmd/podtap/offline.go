@@ -138,7 +138,7 @@ func (c *capture) runOffline(path string) (err error) {
 
 	var st offlineStats
 	var rec ringbuf.Record
-	for !c.done() {
+	for !c.done() && !c.gone {
 		data, ci, err := src.ReadPacketData()
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			break
@@ -198,21 +198,32 @@ func (c *capture) runOffline(path string) (err error) {
 					comment += "; matched: " + d
 				}
 			}
-			if err := c.writer.WritePacket(0, p, decode.DirUnknown, comment); err != nil {
+			if err := c.outputErr(c.writer.WritePacket(0, p, decode.DirUnknown, comment)); err != nil {
 				return fmt.Errorf("write packets: %w", err)
+			}
+			if c.gone {
+				c.orphans++
+				break
 			}
 			c.written++
 		}
 	}
-	if err := c.writer.Flush(); err != nil {
+	if err := c.outputErr(c.writer.Flush()); err != nil {
 		return fmt.Errorf("write packets: %w", err)
+	}
+	if c.gone {
+		fmt.Fprintf(c.stderr, "podtap: the reader of standard output went away; stopped\n")
 	}
 	k, err := c.objs.Counters()
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stderr, "podtap: %d packets read, %d filtered in the kernel, %d matched, %d written, %d dropped\n",
-		st.read, st.run, k.Matched, c.written, k.Lost()+c.invalid)
+	gone := ""
+	if c.gone {
+		gone = ", the rest not written (the reader went away)"
+	}
+	fmt.Fprintf(c.stderr, "podtap: %d packets read, %d filtered in the kernel, %d matched, %d written, %d dropped%s\n",
+		st.read, st.run, k.Matched, c.written, k.Lost()+c.invalid, gone)
 	var notes []string
 	if st.tooBig > 0 {
 		notes = append(notes, fmt.Sprintf("%d not filtered: larger than BPF_PROG_TEST_RUN takes (largest %d bytes)", st.tooBig, st.largest))

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
@@ -36,6 +37,8 @@ type capture struct {
 	memLog  *memLog
 	written uint64
 	skipped uint64 // records read after -c was reached
+	gone    bool   // the reader of -w - went away
+	orphans uint64 // records read after the reader went away
 	invalid uint64 // records that did not decode
 	start   time.Time
 }
@@ -160,12 +163,15 @@ func (c *capture) run(ctx context.Context, targets []*target.Target, events <-ch
 	for _, p := range c.points {
 		p.mem.sampleNow(time.Now(), c.writer, c.memLog) // a last sample, at the end
 	}
-	flushErr := c.writer.Flush()
+	flushErr := c.outputErr(c.writer.Flush())
 	counters, cerr := c.objs.Counters()
 	if cerr == nil {
 		c.writeStats(counters)
-		if ferr := c.writer.Flush(); flushErr == nil {
+		if ferr := c.outputErr(c.writer.Flush()); flushErr == nil {
 			flushErr = ferr
+		}
+		if c.gone {
+			fmt.Fprintf(c.stderr, "podtap: the reader of standard output went away; stopped\n")
 		}
 		c.summary(counters)
 	}
@@ -261,7 +267,7 @@ func (c *capture) loop(ctx context.Context, rd *ringbuf.Reader, clock *decode.Cl
 	lastFlush, lastLive := time.Now(), time.Now()
 	var rec ringbuf.Record
 	for {
-		if c.done() {
+		if c.done() || c.gone {
 			return nil
 		}
 		select {
@@ -296,8 +302,11 @@ func (c *capture) loop(ctx context.Context, rd *ringbuf.Reader, clock *decode.Cl
 			return fmt.Errorf("read ring buffer: %w", err)
 		}
 		if now := time.Now(); now.Sub(lastFlush) >= 100*time.Millisecond {
-			if err := c.writer.Flush(); err != nil {
+			if err := c.outputErr(c.writer.Flush()); err != nil {
 				return fmt.Errorf("write packets: %w", err)
+			}
+			if c.out.readerGone() {
+				c.gone = true
 			}
 			lastFlush = now
 			if live && now.Sub(lastLive) >= time.Second {
@@ -355,6 +364,10 @@ func (c *capture) handle(raw []byte, clock *decode.Clock) error {
 		c.skipped++
 		return nil
 	}
+	if c.gone {
+		c.orphans++
+		return nil
+	}
 	p, err := decode.ParseRecord(raw, clock)
 	if err != nil {
 		c.invalid++
@@ -387,8 +400,12 @@ func (c *capture) handle(raw []byte, clock *decode.Clock) error {
 			comment += "; " + m
 		}
 	}
-	if err := c.writer.WritePacket(pt.id, p, dir, comment); err != nil {
+	if err := c.outputErr(c.writer.WritePacket(pt.id, p, dir, comment)); err != nil {
 		return fmt.Errorf("write packets: %w", err)
+	}
+	if c.gone {
+		c.orphans++
+		return nil
 	}
 	c.written++
 	pt.wrote++
@@ -464,6 +481,9 @@ func (c *capture) summary(k loader.Counters) {
 	if c.skipped > 0 {
 		fmt.Fprintf(c.stderr, ", %d not written (-c %d reached)", c.skipped, c.flags.count)
 	}
+	if c.orphans > 0 {
+		fmt.Fprintf(c.stderr, ", %d not written (the reader went away)", c.orphans)
+	}
 	fmt.Fprintln(c.stderr)
 	var why []string
 	for _, r := range []struct {
@@ -502,7 +522,7 @@ func (c *capture) summary(k loader.Counters) {
 	if len(notes) > 0 {
 		fmt.Fprintf(c.stderr, "podtap: of the packets: %s\n", strings.Join(notes, ", "))
 	}
-	if got := c.written + c.skipped + c.invalid; k.Sent > got {
+	if got := c.written + c.skipped + c.orphans + c.invalid; k.Sent > got {
 		fmt.Fprintf(c.stderr, "podtap: %d sent by the kernel but not read\n", k.Sent-got)
 	}
 	for _, p := range c.points {
@@ -532,4 +552,15 @@ func (c *capture) openWriterFor(ifaces []decode.Interface) error {
 	}
 	c.writer = w
 	return nil
+}
+
+// outputErr takes a write error that says the reader of standard output
+// went away (Wireshark closed, head exited) as the end of the capture:
+// it marks the capture gone and returns nil. Other errors pass.
+func (c *capture) outputErr(err error) error {
+	if err != nil && c.out.file == nil && errors.Is(err, syscall.EPIPE) {
+		c.gone = true
+		return nil
+	}
+	return err
 }
