@@ -13,7 +13,7 @@ import (
 // Contains: s anywhere in a TCP or UDP payload.
 func Contains(s string) Expr {
 	return PredExpr{Pred{Kind: KindPattern, Bytes: []byte(s), Region: RegionPayload,
-		Text: "payload contains " + strconv.Quote(s)}}
+		Text: fmt.Sprintf("(tcp.payload contains %s or udp.payload contains %[1]s)", strconv.Quote(s))}}
 }
 
 // URI: the HTTP request target equals s.
@@ -35,7 +35,7 @@ func Method(m string) Expr {
 // Port: a TCP or UDP source or destination port equals n.
 func Port(n uint16) Expr {
 	return PredExpr{Pred{Kind: KindPort, Side: SideSrc | SideDst | SideTCP | SideUDP, Op: OpEq,
-		Value: uint32(n), Text: "port " + strconv.Itoa(int(n))}}
+		Value: uint32(n), Text: fmt.Sprintf("(tcp.port == %d or udp.port == %[1]d)", n)}}
 }
 
 // Host: the IPv4 or IPv6 source or destination address is s (an address
