@@ -238,6 +238,15 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 	if nTargets != 1 {
 		return usageErrorf("give exactly one target: POD, -l SELECTOR, -i IFACE, --netns NAME, --pid PID, or -r FILE")
 	}
+	if f.read != "" && f.write != "" && f.write != "-" && sameFile(f.read, f.write) {
+		return usageErrorf("-w %s is the file -r reads: give another output file", f.write)
+	}
+	if f.memFile != "" && f.memFile != "-" && f.write != "" && f.write != "-" && sameFile(f.memFile, f.write) {
+		return usageErrorf("--mem-file %s is the capture file -w writes: give another file", f.memFile)
+	}
+	if f.memFile == "-" && (f.write == "" || f.write == "-") {
+		return usageErrorf("--mem-file -: standard output carries the packets; give a file name, or -w FILE")
+	}
 	if f.read != "" {
 		// Offline, the program sees the file's packets one after another,
 		// with no interface, no clock of their own and no cgroup: these
@@ -252,12 +261,22 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 		slog.SetDefault(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	}
 	if f.read != "" {
+		// The input first: a typo in -r must not cost the -w file.
+		src, closer, err := openCaptureFile(f.read)
+		if err != nil {
+			return err
+		}
+		defer closer.Close()
+		frameOff, err := frameOffset(f.read, src.LinkType())
+		if err != nil {
+			return err
+		}
 		out, err := openOutput(f.write, stdout)
 		if err != nil {
 			return err
 		}
 		c := &capture{flags: f, prog: prog, variant: variant, out: out, stderr: stderr}
-		return c.runOffline(f.read)
+		return c.runOffline(f.read, src, frameOff)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -408,10 +427,12 @@ func (f *captureFlags) filterProgram(display string) (*filter.Program, error) {
 
 // output is where packets go.
 type output struct {
-	w      io.Writer
-	name   string // "-" for standard output
-	file   *os.File
-	pcapng bool
+	w       io.Writer
+	name    string // "-" for standard output
+	file    *os.File
+	regular bool // file is a regular file (not a device or FIFO)
+	pcapng  bool
+	stdout  io.Writer
 }
 
 func openOutput(path string, stdout io.Writer) (*output, error) {
@@ -421,7 +442,7 @@ func openOutput(path string, stdout io.Writer) (*output, error) {
 		}
 		path = "-"
 	}
-	o := &output{name: path}
+	o := &output{name: path, stdout: stdout}
 	if path == "-" {
 		if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 			return nil, usageErrorf("refusing to write binary pcap to a terminal: redirect it or pipe it to wireshark -k -i -")
@@ -430,17 +451,46 @@ func openOutput(path string, stdout io.Writer) (*output, error) {
 		return o, nil
 	}
 	o.pcapng = strings.EqualFold(filepath.Ext(path), ".pcapng")
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, regular, err := createPrivate(path)
 	if err != nil {
 		return nil, fmt.Errorf("create capture file: %w", err)
 	}
-	// An existing file keeps its mode on O_TRUNC; captures can hold secrets.
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("restrict capture file %s: %w", path, err)
-	}
-	o.w, o.file = f, f
+	o.w, o.file, o.regular = f, f, regular
 	return o, nil
+}
+
+// createPrivate creates or truncates path for writing. A regular file is
+// left with mode 0600, also one that existed (O_TRUNC keeps a mode, and
+// captures can hold secrets); a device or FIFO (-w /dev/null) is written
+// as it is, its mode untouched.
+func createPrivate(path string) (f *os.File, regular bool, err error) {
+	f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, false, err
+	}
+	fi, err := f.Stat()
+	if err == nil && fi.Mode().IsRegular() {
+		regular = true
+		err = f.Chmod(0o600)
+	}
+	if err != nil {
+		f.Close()
+		return nil, false, fmt.Errorf("restrict %s to its owner: %w", path, err)
+	}
+	return f, regular, nil
+}
+
+// sameFile reports whether two paths name one file: the same inode when
+// both exist, else the same absolute path.
+func sameFile(a, b string) bool {
+	fa, erra := os.Stat(a)
+	fb, errb := os.Stat(b)
+	if erra == nil && errb == nil {
+		return os.SameFile(fa, fb)
+	}
+	absA, erra := filepath.Abs(a)
+	absB, errb := filepath.Abs(b)
+	return erra == nil && errb == nil && absA == absB
 }
 
 // readerGone reports whether output to a pipe or socket has lost its

@@ -1,9 +1,21 @@
 package main
 
 import (
+	"encoding/binary"
 	"errors"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+	"golang.org/x/sys/unix"
+
+	"github.com/podtap/podtap/internal/frames"
 )
 
 // Misuse of capture's flags is refused before anything is loaded or
@@ -54,5 +66,160 @@ func TestErrorLine(t *testing.T) {
 	err := errors.Join(errors.New("write packets: broken pipe"), errors.New("close capture file: x"))
 	if got, want := errorLine(err), "podtap: write packets: broken pipe; close capture file: x"; got != want {
 		t.Errorf("errorLine = %q, want %q", got, want)
+	}
+}
+
+// writePcap writes a pcap of n small Ethernet/IPv4/UDP frames.
+func writePcap(t *testing.T, path string, n int) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w := pcapgo.NewWriterNanos(f)
+	if err := w.WriteFileHeader(65535, layers.LinkTypeEthernet); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		frame := frames.Build(frames.Spec{Proto: 17, SrcPort: 1000, DstPort: 53, Payload: []byte("hello")})
+		ci := gopacket.CaptureInfo{Timestamp: time.Unix(1700000000+int64(i), 0), CaptureLength: len(frame), Length: len(frame)}
+		if err := w.WritePacket(ci, frame); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// countPcap counts the packets of a pcap file, failing on damage.
+func countPcap(t *testing.T, path string) int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	n := 0
+	for {
+		_, _, err := r.ReadPacketData()
+		if errors.Is(err, io.EOF) {
+			return n
+		}
+		if err != nil {
+			t.Fatalf("%s after packet %d: %v", path, n, err)
+		}
+		n++
+	}
+}
+
+// TestOutputFileSafety: podtap never destroys a file it was not asked to
+// write, nor changes the mode of anything but a capture file it writes.
+func TestOutputFileSafety(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.pcap")
+	writePcap(t, in, 3)
+	keep := filepath.Join(dir, "keep.pcap")
+	writePcap(t, keep, 2)
+
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		// A typo in -r: the output is not touched.
+		{[]string{"capture", "-r", filepath.Join(dir, "typo.pcap"), "-w", keep}, 1, "no such file"},
+		// -w names the input.
+		{[]string{"capture", "-r", in, "-w", in}, 2, "is the file -r reads"},
+		{[]string{"capture", "-r", keep, "-w", filepath.Join(dir, ".", "keep.pcap")}, 2, "is the file -r reads"},
+		// The memory file names the capture file, or stdout twice.
+		{[]string{"capture", "-i", "lo", "-w", keep, "--mem-file", keep}, 2, "is the capture file -w writes"},
+		{[]string{"capture", "-i", "lo", "-w", "-", "--mem-file", "-"}, 2, "standard output carries the packets"},
+	} {
+		code, _, stderr := memRun(tc.args...)
+		if code != tc.code || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%q: exit %d, %q; want exit %d and %q", tc.args, code, stderr, tc.code, tc.want)
+		}
+	}
+	if n := countPcap(t, keep); n != 2 {
+		t.Errorf("keep.pcap has %d packets after the refusals, want its 2", n)
+	}
+	if n := countPcap(t, in); n != 3 {
+		t.Errorf("in.pcap has %d packets after the refusals, want its 3", n)
+	}
+}
+
+// TestOutputDeviceMode: -w to a device (as /dev/null) writes to it and
+// leaves its mode alone; a regular file that existed is made 0600.
+func TestOutputDeviceMode(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.pcap")
+	writePcap(t, in, 3)
+	null := filepath.Join(dir, "null")
+	if err := unix.Mknod(null, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+		t.Fatalf("mknod: %v", err)
+	}
+	if err := os.Chmod(null, 0o666); err != nil { // past the umask
+		t.Fatal(err)
+	}
+	if code, _, stderr := memRun("capture", "-r", in, "-w", null); code != 0 {
+		t.Fatalf("-w %s: exit %d: %s", null, code, stderr)
+	}
+	if fi, err := os.Stat(null); err != nil || fi.Mode().Perm() != 0o666 {
+		t.Errorf("the device's mode after -w: %v %v, want 0666", fi.Mode(), err)
+	}
+	old := filepath.Join(dir, "old.pcap")
+	if err := os.WriteFile(old, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := memRun("capture", "-r", in, "-w", old); code != 0 {
+		t.Fatalf("-w %s: exit %d: %s", old, code, stderr)
+	}
+	if fi, err := os.Stat(old); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("an existing capture file's mode after -w: %v %v, want 0600", fi.Mode(), err)
+	}
+}
+
+// TestOfflineDamagedInput: a file cut short, or with a broken record,
+// gives the packets before the damage, a valid output file and exit 1.
+func TestOfflineDamagedInput(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.pcap")
+	writePcap(t, in, 3)
+	b, err := os.ReadFile(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := filepath.Join(dir, "cut.pcap")
+	if err := os.WriteFile(cut, b[:len(b)-5], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The third record says it holds 2 GiB.
+	huge := filepath.Join(dir, "huge.pcap")
+	rec := (len(b) - 24) / 3
+	bad := append([]byte(nil), b...)
+	binary.LittleEndian.PutUint32(bad[24+2*rec+8:], 0x7fffffff)
+	if err := os.WriteFile(huge, bad, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []string{cut, huge} {
+		out := filepath.Join(dir, "out.pcap")
+		code, _, stderr := memRun("capture", "-r", src, "-w", out)
+		if code != 1 || !strings.Contains(stderr, "after packet 2") || !strings.Contains(stderr, "2 written") {
+			t.Errorf("-r %s: exit %d, %q; want exit 1, 2 written, and the damage after packet 2", filepath.Base(src), code, stderr)
+		}
+		if n := countPcap(t, out); n != 2 {
+			t.Errorf("-r %s: %d packets written, want the 2 before the damage", filepath.Base(src), n)
+		}
+	}
+}
+
+func requireRoot(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root (BPF, mknod)")
 	}
 }

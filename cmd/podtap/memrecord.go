@@ -94,18 +94,18 @@ func commonDir(dirs []string) string {
 	return strings.Join(common, "/")
 }
 
-// openMemLog creates the side file; path "" means none.
-func openMemLog(path string) (*memLog, error) {
-	if path == "" {
+// openMemLog creates the side file; path "" means none, "-" standard
+// output.
+func openMemLog(path string, stdout io.Writer) (*memLog, error) {
+	switch path {
+	case "":
 		return nil, nil
+	case "-":
+		return &memLog{w: bufio.NewWriter(stdout)}, nil
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, _, err := createPrivate(path)
 	if err != nil {
 		return nil, fmt.Errorf("create memory file: %w", err)
-	}
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("restrict memory file %s: %w", path, err)
 	}
 	return &memLog{f: f, w: bufio.NewWriter(f)}, nil
 }
@@ -123,8 +123,10 @@ func (l *memLog) close() error {
 		return nil
 	}
 	err := l.w.Flush()
-	if cerr := l.f.Close(); err == nil {
-		err = cerr
+	if l.f != nil {
+		if cerr := l.f.Close(); err == nil {
+			err = cerr
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("write memory file: %w", err)

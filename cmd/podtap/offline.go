@@ -78,6 +78,18 @@ func asEthernet(lt layers.LinkType, data []byte) ([]byte, bool) {
 	return append(hdr, data...), true
 }
 
+// frameOffset is how many bytes of a made-up Ethernet header the packets
+// of a file of link type lt run behind.
+func frameOffset(path string, lt layers.LinkType) (uint32, error) {
+	switch lt {
+	case layers.LinkTypeEthernet:
+		return 0, nil
+	case layers.LinkTypeRaw, layers.LinkTypeIPv4, layers.LinkTypeIPv6, layers.LinkTypeLinuxSLL:
+		return 14, nil
+	}
+	return 0, fmt.Errorf("%s: link type %s; podtap reads Ethernet, raw IP and Linux cooked captures", path, lt)
+}
+
 // offlineStats count what happened to the packets of a file.
 type offlineStats struct {
 	read     uint64
@@ -91,21 +103,8 @@ type offlineStats struct {
 // runOffline runs the same kernel program over every packet of a capture
 // file with BPF_PROG_TEST_RUN, and writes those it sends to the ring with
 // their original timestamps and lengths.
-func (c *capture) runOffline(path string) (err error) {
-	src, closer, err := openCaptureFile(path)
-	if err != nil {
-		return err
-	}
-	defer closer.Close()
+func (c *capture) runOffline(path string, src packetSource, frameOff uint32) (err error) {
 	lt := src.LinkType()
-	var frameOff uint32
-	switch lt {
-	case layers.LinkTypeEthernet:
-	case layers.LinkTypeRaw, layers.LinkTypeIPv4, layers.LinkTypeIPv6, layers.LinkTypeLinuxSLL:
-		frameOff = 14 // run behind a made-up Ethernet header
-	default:
-		return fmt.Errorf("%s: link type %s; podtap reads Ethernet, raw IP and Linux cooked captures", path, lt)
-	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return fmt.Errorf("lift memlock limit: %w", err)
 	}
@@ -138,13 +137,20 @@ func (c *capture) runOffline(path string) (err error) {
 
 	var st offlineStats
 	var rec ringbuf.Record
+	var readErr error
 	for !c.done() && !c.gone {
 		data, ci, err := src.ReadPacketData()
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("read %s packet %d: %w", path, st.read+1, err)
+			// Like tcpdump: what came before is filtered and written, and
+			// the damage is an error.
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				err = errors.New("the file ends in the middle of a packet")
+			}
+			readErr = fmt.Errorf("read %s after packet %d: %w; the packets before it are filtered and written", path, st.read, err)
+			break
 		}
 		st.read++
 		if ci.CaptureLength < ci.Length {
@@ -237,5 +243,5 @@ func (c *capture) runOffline(path string) (err error) {
 	if len(notes) > 0 {
 		fmt.Fprintf(c.stderr, "podtap: %s\n", strings.Join(notes, "; "))
 	}
-	return nil
+	return readErr
 }

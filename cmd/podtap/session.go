@@ -122,10 +122,10 @@ func (c *capture) run(ctx context.Context, targets []*target.Target, events <-ch
 	}()
 	if c.flags.memEvery > 0 {
 		side := c.flags.memFile
-		if side == "" && c.out.file != nil {
-			side = sideFileFor(c.out.name)
+		if side == "" && c.out.regular {
+			side = sideFileFor(c.out.name) // not beside -w /dev/null
 		}
-		if c.memLog, err = openMemLog(side); err != nil {
+		if c.memLog, err = openMemLog(side, c.out.stdout); err != nil {
 			return err
 		}
 		defer func() {
