@@ -51,7 +51,7 @@ func requireClean(t *testing.T, pod *sandbox.Pod, when string) {
 	}
 }
 
-// TestNothingLeftAttached: after a normal exit, a SIGTERM, and a SIGKILL
+// TestNothingLeftAttached: after a normal exit, SIGTERM, SIGHUP, SIGQUIT and SIGKILL
 // (legacy filters outlive the process: the next start removes them),
 // nothing of podtap stays on the interface, in either attach mode.
 func TestNothingLeftAttached(t *testing.T) {
@@ -78,12 +78,16 @@ func TestNothingLeftAttached(t *testing.T) {
 			}
 			requireClean(t, pod, "after --duration ended")
 
-			p = capture()
-			p.cmd.Process.Signal(syscall.SIGTERM)
-			if err := p.cmd.Wait(); err != nil {
-				t.Fatalf("SIGTERM run exited with %v", err)
+			// SIGTERM, and SIGHUP (an ssh session that drops) and SIGQUIT,
+			// whose defaults would leave legacy filters behind.
+			for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT} {
+				p = capture()
+				p.cmd.Process.Signal(sig)
+				if err := p.cmd.Wait(); err != nil {
+					t.Fatalf("%v run exited with %v\n%s", sig, err, p.output())
+				}
+				requireClean(t, pod, "after "+sig.String())
 			}
-			requireClean(t, pod, "after SIGTERM")
 
 			p = capture()
 			p.cmd.Process.Kill()

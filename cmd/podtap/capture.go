@@ -279,7 +279,9 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 		return c.runOffline(f.read, src, frameOff)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	// SIGHUP (a dropped ssh session) and SIGQUIT end it cleanly too: their
+	// defaults would leave legacy tc filters attached until the next start.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
 	defer stop()
 	ctx, cancel := context.WithCancel(ctx) // ends the pod watch when the capture ends
 	defer cancel()
