@@ -1,10 +1,15 @@
 package e2e
 
 import (
+	"errors"
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -159,5 +164,67 @@ func TestForeignClsactKept(t *testing.T) {
 		if f, _, q := attached(t, pod); len(f) > 0 || !q {
 			t.Fatalf("kill=%v: filters %v, clsact %v; want no podtap filter and the foreign clsact kept", kill, f, q)
 		}
+	}
+}
+
+// TestTargetVanishes: when the pod's veth is deleted under a capture (as
+// its network namespace going takes it), podtap says so and exits 1 with a valid file
+// of what it captured; a legacy attach leaves no clsact marker behind, and
+// a marker of an interface that is gone is removed at the next start.
+func TestTargetVanishes(t *testing.T) {
+	for _, mode := range []string{"tcx", "legacy"} {
+		t.Run(mode, func(t *testing.T) {
+			pod := newPod(t)
+			if mode == "tcx" {
+				skipWithoutTCX(t, pod)
+			}
+			serveHTTP(t, pod, 8080)
+			out := filepath.Join(t.TempDir(), "x.pcap")
+			p := start(t, podtapBin, "capture", "--attach", mode, "--netns", pod.Name, "--port", "8080", "-w", out, "--mem-interval", "0")
+			p.waitFor(t, "capturing on")
+			marker := fmt.Sprintf("/run/podtap/clsact-%d-%s", pod.HostIdx, pod.HostIf)
+			if _, err := os.Stat(marker); mode == "legacy" && err != nil {
+				t.Fatalf("legacy attach made no clsact marker: %v", err)
+			}
+			request(t, "GET", pod.PodURL(false, 8080, "/before"), "")
+			if err := exec.Command("ip", "link", "del", pod.HostIf).Run(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- p.cmd.Wait() }()
+			select {
+			case err := <-done:
+				var exit *exec.ExitError
+				if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+					t.Errorf("podtap: %v, want exit status 1\n%s", err, p.output())
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("podtap still runs 5 s after its interface was deleted\n%s", p.output())
+			}
+			if o := p.output(); !strings.Contains(o, "interface "+pod.HostIf+" is gone") || !strings.Contains(o, "packets seen") {
+				t.Errorf("stderr:\n%s\nwant the summary and a line saying the interface is gone", o)
+			}
+			if n := len(tsharkFields(t, out, "tcp.port == 8080")); n == 0 {
+				t.Errorf("%s holds none of the packets before the interface went", out)
+			}
+			if _, err := os.Stat(marker); err == nil {
+				t.Errorf("%s stays after the interface went", marker)
+			}
+			// A marker whose interface is gone is pruned by the next start.
+			stale := "/run/podtap/clsact-2147483000-ptgone0"
+			if err := os.MkdirAll("/run/podtap", 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(stale, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			other := newPod(t)
+			q := start(t, podtapBin, "capture", "--netns", other.Name, "--duration", "100ms", "-w", "/dev/null", "--mem-interval", "0")
+			q.cmd.Wait()
+			if _, err := os.Stat(stale); err == nil {
+				os.Remove(stale)
+				t.Errorf("the next start left %s, whose interface does not exist", stale)
+			}
+		})
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -322,7 +321,7 @@ func (w *watcher) update(ctx context.Context, pod *corev1.Pod) {
 		w.pods[pod.UID] = tr
 	}
 	tr.pod = pod
-	if tr.target != nil && w.c.check(pod, true, w.sel.HostNetwork) == nil && linkStill(tr.target) {
+	if tr.target != nil && w.c.check(pod, true, w.sel.HostNetwork) == nil && tr.target.Present() {
 		return // attached, and still right
 	}
 	r, err := w.c.resolve(pod, w.sel.HostNetwork)
@@ -402,7 +401,7 @@ func (w *watcher) stillThere(ctx context.Context, pod *corev1.Pod) bool {
 func (w *watcher) recheck(ctx context.Context) {
 	for _, tr := range w.pods {
 		switch {
-		case tr.target != nil && !linkStill(tr.target):
+		case tr.target != nil && !tr.target.Present():
 			w.say(tr, fmt.Sprintf("the interface %s of pod %s is gone", tr.target.Ifname, keyOf(tr.pod)))
 			w.detach(ctx, tr)
 			w.update(ctx, tr.pod)
@@ -413,13 +412,6 @@ func (w *watcher) recheck(ctx context.Context) {
 			}
 		}
 	}
-}
-
-// linkStill reports whether a point's interface is still there, under the
-// same index and name.
-func linkStill(t *target.Target) bool {
-	l, err := netlink.LinkByIndex(t.Ifindex)
-	return err == nil && l.Attrs().Name == t.Ifname
 }
 
 // attach makes tr hold t, adding the point if it is the first holder.

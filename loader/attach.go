@@ -138,10 +138,15 @@ func (a *Attachment) attachLegacy(o *Objects, ifindex int) error {
 	if err != nil {
 		return fmt.Errorf("name legacy filter: %w", err)
 	}
-	if err := ensureClsact(ifindex); err != nil {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return fmt.Errorf("find ifindex %d: %w", ifindex, err)
+	}
+	if err := ensureClsact(l); err != nil {
 		return err
 	}
-	a.closers = append(a.closers, func() error { return removeOurClsact(ifindex) })
+	marker := clsactMarker(l)
+	a.closers = append(a.closers, func() error { return removeOurClsact(ifindex, marker) })
 	for _, h := range []struct {
 		prog   *ebpf.Program
 		parent uint32
@@ -189,11 +194,8 @@ func clsactMarker(l netlink.Link) string {
 }
 
 // ensureClsact adds a clsact qdisc unless one exists.
-func ensureClsact(ifindex int) error {
-	l, err := netlink.LinkByIndex(ifindex)
-	if err != nil {
-		return fmt.Errorf("find ifindex %d: %w", ifindex, err)
-	}
+func ensureClsact(l netlink.Link) error {
+	ifindex := l.Attrs().Index
 	qs, err := netlink.QdiscList(l)
 	if err != nil {
 		return fmt.Errorf("list qdiscs of %s: %w", l.Attrs().Name, err)
@@ -231,13 +233,16 @@ func clsactQdisc(ifindex int) *netlink.GenericQdisc {
 }
 
 // removeOurClsact removes the clsact qdisc of ifindex if a podtap added it
-// and no filter hangs off it any more.
-func removeOurClsact(ifindex int) error {
+// (marker, the interface's clsactMarker, exists) and no filter hangs off it
+// any more. When the interface is gone, its qdisc went with it: only the
+// marker is left to remove, before another interface takes its index and
+// name and a clsact of its own.
+func removeOurClsact(ifindex int, marker string) error {
 	l, err := netlink.LinkByIndex(ifindex)
-	if err != nil {
-		return nil // the interface is gone, and its qdisc with it
+	if err != nil || clsactMarker(l) != marker {
+		os.Remove(marker)
+		return nil
 	}
-	marker := clsactMarker(l)
 	if _, err := os.Stat(marker); err != nil {
 		return nil
 	}
@@ -294,8 +299,19 @@ func RemoveStale() ([]Stale, error) {
 			}
 		}
 		// A killed run may have added the clsact qdisc too.
-		if err := removeOurClsact(l.Attrs().Index); err != nil {
+		if err := removeOurClsact(l.Attrs().Index, clsactMarker(l)); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	// And left markers of interfaces that are gone since.
+	present := map[string]bool{}
+	for _, l := range links {
+		present[clsactMarker(l)] = true
+	}
+	entries, _ := os.ReadDir(markerDir)
+	for _, e := range entries {
+		if m := filepath.Join(markerDir, e.Name()); strings.HasPrefix(e.Name(), "clsact-") && !present[m] {
+			os.Remove(m)
 		}
 	}
 	return removed, errors.Join(errs...)

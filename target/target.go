@@ -33,6 +33,13 @@ type Target struct {
 	MemCgroup string
 }
 
+// Present reports whether the target's interface is still there, under
+// the same index and name.
+func (t *Target) Present() bool {
+	l, err := netlink.LinkByIndex(t.Ifindex)
+	return err == nil && l.Attrs().Name == t.Ifname
+}
+
 // Interface targets a host interface by name.
 func Interface(name string) (*Target, error) {
 	l, err := netlink.LinkByName(name)

@@ -38,6 +38,7 @@ type capture struct {
 	written uint64
 	skipped uint64 // records read after -c was reached
 	gone    bool   // the reader of -w - went away
+	lost    error  // a capture point disappeared (without a pod watch)
 	orphans uint64 // records read after the reader went away
 	invalid uint64 // records that did not decode
 	start   time.Time
@@ -160,6 +161,9 @@ func (c *capture) run(ctx context.Context, targets []*target.Target, events <-ch
 	if loopErr == nil {
 		loopErr = c.drain(rd, clock)
 	}
+	if loopErr == nil {
+		loopErr = c.lost
+	}
 	for _, p := range c.points {
 		p.mem.sampleNow(time.Now(), c.writer, c.memLog) // a last sample, at the end
 	}
@@ -264,10 +268,10 @@ func (c *capture) loop(ctx context.Context, rd *ringbuf.Reader, clock *decode.Cl
 		deadline = tm.C
 	}
 	live := !c.flags.quiet && isTerminal(c.stderr)
-	lastFlush, lastLive := time.Now(), time.Now()
+	lastFlush, lastLive, lastCheck := time.Now(), time.Now(), time.Now()
 	var rec ringbuf.Record
 	for {
-		if c.done() || c.gone {
+		if c.done() || c.gone || c.lost != nil {
 			return nil
 		}
 		select {
@@ -307,6 +311,13 @@ func (c *capture) loop(ctx context.Context, rd *ringbuf.Reader, clock *decode.Cl
 			}
 			if c.out.readerGone() {
 				c.gone = true
+			}
+			// Without a pod watch, nothing else notices an interface
+			// that disappears (its pod's namespace deleted): like
+			// tcpdump, end the capture with an error.
+			if events == nil && now.Sub(lastCheck) >= 500*time.Millisecond {
+				lastCheck = now
+				c.checkPoints()
 			}
 			lastFlush = now
 			if live && now.Sub(lastLive) >= time.Second {
@@ -563,4 +574,14 @@ func (c *capture) outputErr(err error) error {
 		return nil
 	}
 	return err
+}
+
+// checkPoints ends the capture when an interface it is attached to is gone.
+func (c *capture) checkPoints() {
+	for _, p := range c.points {
+		if p.attach != nil && !p.target.Present() {
+			c.lost = fmt.Errorf("%s: interface %s is gone (deleted, or its network namespace was); %d packets written for it", p.target.Name, p.target.Ifname, p.wrote)
+			return
+		}
+	}
 }
