@@ -3,12 +3,14 @@ package decode
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
@@ -157,5 +159,57 @@ func TestPcapSnaplen(t *testing.T) {
 	data, ci, err := r.ReadPacketData()
 	if err != nil || len(data) != 96 || ci.Length != 1500 || ci.Timestamp.UnixNano() != 1e9 {
 		t.Errorf("%v %+v", err, ci)
+	}
+}
+
+// TestPcapngLongOptions: a pcapng option holds at most 65535 bytes; longer
+// texts (a filter of 70,000 characters, a note, a comment) are cut to fit,
+// on a UTF-8 boundary, and the file stays readable.
+func TestPcapngLongOptions(t *testing.T) {
+	long := strings.Repeat("é", 35000) // 70,000 bytes
+	var b bytes.Buffer
+	w, err := NewPcapng(&b, 262144, Interface{Name: long, Description: long, Filter: long}, "podtap test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.AddInterface(Interface{Name: "two", Filter: long}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1700000000, 0)
+	if err := w.WriteNote(1, now, long); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WritePacket(1, Packet{Time: now, OrigLen: 60, Data: frame(60)}, DirOut, long); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := pcapgo.NewNgReader(bytes.NewReader(b.Bytes()), pcapgo.NgReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ci, opts, err := r.ReadPacketDataWithOptions()
+	if err != nil {
+		t.Fatalf("read the packet after long options: %v", err)
+	}
+	if ci.InterfaceIndex != 1 || len(opts.Comments) != 1 {
+		t.Fatalf("packet: %+v %+v", ci, opts)
+	}
+	c := opts.Comments[0]
+	if len(c) > 65535 || len(c) < 65000 || !utf8.ValidString(c) || !strings.HasPrefix(long, strings.TrimSuffix(c, "…")) {
+		t.Errorf("comment of %d bytes (valid UTF-8 %v), want the start of the text cut to at most 65535", len(c), utf8.ValidString(c))
+	}
+	if _, _, err := r.ReadPacketData(); err != io.EOF {
+		t.Errorf("after the packet: %v, want EOF", err)
+	}
+	if _, err := exec.LookPath("tshark"); err == nil {
+		f := filepath.Join(t.TempDir(), "long.pcapng")
+		if err := os.WriteFile(f, b.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("tshark", "-r", f).CombinedOutput(); err != nil {
+			t.Errorf("tshark -r: %v\n%s", err, out)
+		}
 	}
 }

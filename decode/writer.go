@@ -7,6 +7,7 @@ import (
 	"io"
 	"runtime"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -114,11 +115,29 @@ func NewPcapng(w io.Writer, snaplen uint32, first Interface, application string)
 	return &pcapngWriter{w: nw, raw: w, snaplen: snaplen}, nil
 }
 
+// maxOption is the most bytes of text a pcapng option holds: its length is
+// 16 bits, and if_filter spends one of them on the filter's type.
+const maxOption = 0xffff - 1
+
+// fitOption cuts s to fit a pcapng option, on a UTF-8 boundary, and marks
+// the cut with an ellipsis. A longer option would corrupt the file.
+func fitOption(s string) string {
+	if len(s) <= maxOption {
+		return s
+	}
+	const mark = "…"
+	n := maxOption - len(mark)
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + mark
+}
+
 func ngInterface(i Interface, snaplen uint32) pcapgo.NgInterface {
 	return pcapgo.NgInterface{
-		Name:                i.Name,
-		Description:         i.Description,
-		Filter:              i.Filter,
+		Name:                fitOption(i.Name),
+		Description:         fitOption(i.Description),
+		Filter:              fitOption(i.Filter),
 		OS:                  runtime.GOOS,
 		LinkType:            i.linkType(),
 		SnapLength:          snaplen,
@@ -139,7 +158,7 @@ func (p *pcapngWriter) WritePacket(id int, pk Packet, dir Direction, comment str
 		opts.Flags = &pcapgo.NgEpbFlags{Direction: pcapgo.NgEpbFlagDirectionOutbound}
 	}
 	if comment != "" {
-		opts.Comments = []string{comment}
+		opts.Comments = []string{fitOption(comment)}
 	}
 	return p.w.WritePacketWithOptions(captureInfo(pk, id), pk.Data, opts)
 }
@@ -163,7 +182,7 @@ func (p *pcapngWriter) WriteNote(id int, t time.Time, comment string) error {
 	if err := p.w.Flush(); err != nil {
 		return err
 	}
-	text := []byte(comment)
+	text := []byte(fitOption(comment))
 	pad := (4 - len(text)%4) % 4
 	total := 12 + 8 + 4 + len(text) + pad + 4 + 4 // header, timestamp, option, end, trailer
 	b := make([]byte, 0, total)
