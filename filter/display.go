@@ -229,8 +229,10 @@ type lexer struct {
 	off int
 }
 
+// Bytes of non-ASCII letters belong to words too: no field has them, and
+// an error names the whole word.
 func isWordStart(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == ':'
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == ':' || c >= 0x80
 }
 
 func isWordByte(c byte) bool {

@@ -350,6 +350,9 @@ func TestDisplayFilterErrors(t *testing.T) {
 		{`80 == tcp.port`, 0, `expected a field name, found "80"`},
 		{`"x" == tcp.port`, 0, `a test starts with a field name, not a value: write it as field == value`},
 		{`tcp.payload`, 0, `tcp.payload is supported only with contains (tcp.payload contains "...")`},
+		// A word with non-ASCII letters is named whole.
+		{`tcp.pört == 1`, 0, `"tcp.pört" is not supported in the kernel (` + supported + `)`},
+		{`tcp and pört`, 8, `"pört" is not supported in the kernel (` + supported + `)`},
 
 		// Operators podtap does not have.
 		{`http.request.uri matches "^/a"`, 17, `"matches" (a regular expression) is not supported in the kernel: use contains or ==`},

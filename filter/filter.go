@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"unicode/utf8"
 )
 
 // Kind is the kind of a primitive predicate (enum pt_pred_kind).
@@ -231,25 +232,28 @@ func (p Pred) check() error {
 			return fmt.Errorf("%s: empty pattern", p.Text)
 		}
 		if len(p.Bytes) > MaxPatLen {
-			return fmt.Errorf("%s: pattern is %d bytes, at most %d", p.Text, len(p.Bytes), MaxPatLen)
+			return fmt.Errorf("%s: pattern is %d bytes, at most %d", p.shortText(), len(p.Bytes), MaxPatLen)
 		}
 	case KindMethod:
 		if len(p.Bytes) == 0 || len(p.Bytes) > MaxMethod {
-			return fmt.Errorf("%s: a method is 1 to %d bytes", p.Text, MaxMethod)
+			return fmt.Errorf("%s: a method is 1 to %d bytes", p.shortText(), MaxMethod)
+		}
+		if strings.ContainsAny(string(p.Bytes), " \r\n") {
+			return fmt.Errorf("%s: a method never contains a space, CR or LF, so this can never match", p.shortText())
 		}
 	case KindURIContains:
 		if len(p.Bytes) == 0 {
 			return fmt.Errorf("%s: empty pattern", p.Text)
 		}
 		if len(p.Bytes) > MaxPatLen {
-			return fmt.Errorf("%s: pattern is %d bytes, at most %d", p.Text, len(p.Bytes), MaxPatLen)
+			return fmt.Errorf("%s: pattern is %d bytes, at most %d", p.shortText(), len(p.Bytes), MaxPatLen)
 		}
 		if strings.ContainsAny(string(p.Bytes), " \r\n") {
 			return fmt.Errorf("%s: a request target never contains a space, CR or LF, so this can never match", p.Text)
 		}
 	case KindURIEq, KindURIPrefix:
 		if len(p.Bytes) > MaxStrLen {
-			return fmt.Errorf("%s: URI is %d bytes, at most %d", p.Text, len(p.Bytes), MaxStrLen)
+			return fmt.Errorf("%s: URI is %d bytes, at most %d", p.shortText(), len(p.Bytes), MaxStrLen)
 		}
 		if strings.ContainsAny(string(p.Bytes), " \r\n") {
 			return fmt.Errorf("%s: a request target never contains a space, CR or LF, so this can never match", p.Text)
@@ -264,6 +268,20 @@ func (p Pred) check() error {
 		}
 	}
 	return nil
+}
+
+// shortText is the predicate's text for an error message: a long pattern
+// is cut, so that the message stays one readable line.
+func (p Pred) shortText() string {
+	const max = 80
+	if len(p.Text) <= max {
+		return p.Text
+	}
+	n := max
+	for n > 0 && !utf8.RuneStart(p.Text[n]) {
+		n--
+	}
+	return fmt.Sprintf("%s… (%d bytes)", p.Text[:n], len(p.Text))
 }
 
 // PatternKey identifies a distinct (bytes, region) pattern.

@@ -1,7 +1,9 @@
 package filter
 
 import (
+	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/podtap/podtap/internal/frames"
@@ -53,6 +55,38 @@ func TestShortcutText(t *testing.T) {
 			if a != b {
 				t.Errorf("%s on frame %d: the shortcut says %v, its text as -Y says %v", text, i, a, b)
 			}
+		}
+	}
+}
+
+// TestCheckErrors: filters that cannot run, or can never match, are
+// refused in one short line, however long the pattern.
+func TestCheckErrors(t *testing.T) {
+	long := strings.Repeat("x", 100000)
+	for _, tc := range []struct {
+		expr Expr
+		src  string // or a display filter
+		want string
+	}{
+		{expr: Method("GET "), want: "a method never contains a space, CR or LF"},
+		{expr: Method("GET\r\n"), want: "a method never contains a space, CR or LF"},
+		{src: `http.request.method == "GET "`, want: "a method never contains a space, CR or LF"},
+		{expr: URI("/a b"), want: "a request target never contains a space"},
+		{expr: Contains(long), want: "pattern is 100000 bytes, at most 64"},
+		{src: `tcp contains "` + long + `"`, want: "pattern is 100000 bytes, at most 64"},
+		{expr: URI("/" + long), want: "URI is 100001 bytes, at most 128"},
+	} {
+		e := tc.expr
+		if tc.src != "" {
+			var err error
+			if e, err = ParseDisplayFilter(tc.src); err != nil {
+				t.Errorf("%.40s: %v", tc.src, err)
+				continue
+			}
+		}
+		_, err := Compile(e, "")
+		if err == nil || !strings.Contains(err.Error(), tc.want) || len(err.Error()) > 200 {
+			t.Errorf("%.40s: error %.300q, want one short line with %q", tc.src+fmt.Sprint(tc.expr)[:min(40, len(fmt.Sprint(tc.expr)))], err, tc.want)
 		}
 	}
 }

@@ -66,6 +66,9 @@ func Netns(nameOrPath string) (*Target, error) {
 		return nil, fmt.Errorf("open network namespace %s: %w", path, err)
 	}
 	defer ns.Close()
+	if typ, err := unix.IoctlRetInt(int(ns), unix.NS_GET_NSTYPE); err != nil || typ != unix.CLONE_NEWNET {
+		return nil, fmt.Errorf("%s is not a network namespace (give a name from ip netns list, or a path such as /proc/PID/ns/net)", path)
+	}
 	t, err := podPeer(ns)
 	if err != nil {
 		return nil, fmt.Errorf("network namespace %s: %w", nameOrPath, err)

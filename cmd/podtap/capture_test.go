@@ -223,3 +223,17 @@ func requireRoot(t *testing.T) {
 		t.Skip("needs root (BPF, mknod)")
 	}
 }
+
+// TestNotANetns: --netns with a path that is no network namespace says so.
+func TestNotANetns(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "plain")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{file, "/proc/self/ns/mnt"} {
+		code, _, stderr := memRun("capture", "--netns", p, "-w", filepath.Join(t.TempDir(), "x.pcap"))
+		if code != 1 || stderr != "podtap: "+p+" is not a network namespace (give a name from ip netns list, or a path such as /proc/PID/ns/net)\n" {
+			t.Errorf("--netns %s: exit %d, %q", p, code, stderr)
+		}
+	}
+}
