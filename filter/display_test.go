@@ -592,6 +592,22 @@ func testFrames() []testFrame {
 	add("ipip-tcp-80", frames.Spec{Proto: 4, Payload: inner})
 	trunc := frames.Build(frames.Spec{Proto: 253, Payload: []byte{0, 80, 0, 81, 0, 0, 0, 1, 0, 0}})
 	out = append(out, testFrame{"tcp-header-truncated", withIPv4Proto(trunc, 6)})
+	// Broken headers: tshark dissects what it can and marks it malformed.
+	doff := func(name string, off byte) {
+		f := frames.Build(frames.Spec{SrcPort: 80, DstPort: 5010, Payload: []byte("ZQZQ")})
+		f[14+20+12] = off << 4
+		out = append(out, testFrame{name, f})
+	}
+	doff("tcp-data-offset-2", 2)
+	doff("tcp-data-offset-15", 15)
+	ihl3 := frames.Build(frames.Spec{SrcPort: 80, DstPort: 5011, Payload: []byte("ZQZQ")})
+	ihl3[14] = 0x43
+	out = append(out, testFrame{"ipv4-ihl-3", withIPv4Proto(ihl3, 6)})
+	nine := make([]uint8, 9)
+	for i := range nine {
+		nine[i] = frames.DestOpts
+	}
+	add("ipv6-9-ext-headers", frames.Spec{V6: true, Ext: nine, SrcPort: 80, DstPort: 5012, Payload: []byte("ZQZQ")})
 	arp := []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 1, 0x08, 0x06,
 		0, 1, 0x08, 0, 6, 4, 0, 1, 0x02, 0, 0, 0, 0, 1, 198, 18, 0, 1, 0, 0, 0, 0, 0, 0, 198, 18, 0, 2}
 	out = append(out, testFrame{"arp", arp})
@@ -613,6 +629,7 @@ func testFrames() []testFrame {
 	http("http-two-spaces", 80, "GET  /dbl HTTP/1.1\r\n\r\n")
 	http("http-leading-crlf", 80, "\r\nGET /lead HTTP/1.1\r\n\r\n")
 	http("http-method-only", 80, "GET ")
+	http("http-method-no-space", 80, "GET")
 	http("http-lowercase-get", 80, "get /m HTTP/1.1\r\n\r\n")
 	http("http-purge", 80, "PURGE /m HTTP/1.1\r\n\r\n")
 	http("http-query", 80, "QUERY /m HTTP/1.1\r\n\r\n")
@@ -681,15 +698,36 @@ type deviation struct {
 const (
 	whyFirstFragment = "tshark holds a first fragment (MF set) for reassembly and dissects no TCP in it; podtap parses its TCP header"
 	whyInner         = "tshark also dissects the IP and TCP headers inside an ICMP error or IP-in-IP; podtap only the outer ones"
-	whyTruncated     = "tshark dissects the ports of a truncated TCP header; podtap needs the whole header"
+	whyTruncated     = "tshark dissects the ports (and searches the bytes) of a TCP header that is truncated or whose data offset is under 5 or past the packet's end; podtap needs a whole, well-formed header"
 	whyVLANs         = "podtap parses at most 3 VLAN tags (maxVLANs), and then no IP; tshark any number"
 	whyNotHTTP       = "off its ports (80, 8080, ...) tshark takes TCP as HTTP only if the first line ends in HTTP/1.x and no other dissector owns the port; podtap finds request lines on any port"
 	whyLeadingCRLF   = "tshark skips empty lines before a request line; podtap wants the method first"
 	whyPipelined     = "tshark dissects every request in a segment; podtap only the line that starts the payload"
 	whySSDP          = "tshark dissects HTTP over UDP port 1900 (SSDP); podtap looks for request lines in TCP only"
+	whyMethodAlone   = "tshark takes a payload of just a method as a request with an empty URI; podtap wants the method's space"
+	whyShortIHL      = "tshark calls an IPv4 header with IHL under 5 ip (malformed); podtap parses no IP in it"
+	whyExtHeaders    = "podtap follows at most 8 IPv6 extension headers (PT_MAX_EXTHDRS), and then no TCP/UDP; tshark any number"
 )
 
 var deviations = []deviation{
+	{frame: "tcp-data-offset-2", why: whyTruncated,
+		tsharkTrue:  []string{`tcp contains "ZQZQ"`, `tcp contains "ZQ"`, `tcp contains 5a:51`, `tcp`, `tcp.port == 80`, `tcp.port > 1000`},
+		tsharkFalse: []string{`not (tcp or udp) or vlan`},
+	},
+	{frame: "tcp-data-offset-15", why: whyTruncated,
+		tsharkTrue:  []string{`tcp contains "ZQZQ"`, `tcp contains "ZQ"`, `tcp contains 5a:51`, `tcp`, `tcp.port == 80`, `tcp.port > 1000`},
+		tsharkFalse: []string{`not (tcp or udp) or vlan`},
+	},
+	{frame: "http-method-no-space", why: whyMethodAlone,
+		tsharkTrue: []string{`http.request`, `http.request.method == "GET"`, `http.request.uri != "/a"`, `http.request.uri == ""`, `http.request.uri[0:5] != "/api/"`},
+	},
+	{frame: "ipv4-ihl-3", why: whyShortIHL,
+		tsharkTrue: []string{`ip`, `udp and tcp or ip`, `ip or udp and tcp`},
+	},
+	{frame: "ipv6-9-ext-headers", why: whyExtHeaders,
+		tsharkTrue:  []string{`tcp contains "ZQZQ"`, `tcp contains "ZQ"`, `tcp contains 5a:51`, `tcp.payload contains "ZQ"`, `tcp`, `tcp.port == 80`, `tcp.port > 1000`},
+		tsharkFalse: []string{`not (tcp or udp) or vlan`},
+	},
 	{frame: "ipv4-first-fragment", why: whyFirstFragment,
 		tsharkTrue:  []string{`not (tcp or udp) or vlan`},
 		tsharkFalse: []string{`tcp contains "ZQZQ"`, `tcp contains "ZQ"`, `tcp contains 5a:51`, `tcp.payload contains "ZQ"`, `tcp`, `tcp.port == 80`, `tcp.port > 1000`, `tcp.port in {5000..5004, 22}`},
