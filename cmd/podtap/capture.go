@@ -50,6 +50,13 @@ Examples:
   podtap capture --netns web --uri /mytest -w out.pcap
   podtap capture --pid 4242 --contains lbtest -w - | wireshark -k -i -
   podtap capture -i veth1a2b --port 8080 -c 100 -w out.pcapng
+  podtap capture -r full.pcapng -Y 'http.request.uri contains "/api/"' -w api.pcapng
+
+Capture files are created (or truncated) with mode 0600. SIGINT, SIGTERM,
+SIGHUP, SIGQUIT, the end of -c or --duration, and the reader of -w - going
+away end a capture with a valid file, a summary on stderr and exit status
+0; an interface that disappears ends it with status 1. Usage errors exit
+with status 2, other errors with 1.
 
 Flags:
 `
@@ -292,6 +299,10 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 		stderr = &lockedWriter{w: stderr}
 		targets, events, err = f.watchPods(ctx, pod, stderr)
 		if err != nil {
+			if _, perr := filter.ParseDisplayFilter(pod); perr == nil && pod != "" {
+				// "podtap capture tcp": a filter without a target.
+				return fmt.Errorf("%w (%q was taken as a POD; to filter with it, give a target first: -i, --netns, --pid or -r)", err, pod)
+			}
 			return err
 		}
 	} else {

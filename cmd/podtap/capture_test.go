@@ -237,3 +237,19 @@ func TestNotANetns(t *testing.T) {
 		}
 	}
 }
+
+// TestFilterTakenAsPod: "podtap capture tcp" takes tcp as a POD (pods may
+// have any name); when that fails, the error says how to filter instead.
+func TestFilterTakenAsPod(t *testing.T) {
+	t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("HOME", t.TempDir())
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	code, _, stderr := memRun("capture", "tcp", "-w", filepath.Join(t.TempDir(), "x.pcap"))
+	if code != 1 || !strings.Contains(stderr, `"tcp" was taken as a POD; to filter with it, give a target first`) || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("exit %d, %q", code, stderr)
+	}
+	code, _, stderr = memRun("capture", "web-7d9c", "-w", filepath.Join(t.TempDir(), "x.pcap"))
+	if code != 1 || strings.Contains(stderr, "taken as a POD") {
+		t.Errorf("a pod name: exit %d, %q; want the Kubernetes error alone", code, stderr)
+	}
+}
