@@ -205,6 +205,17 @@ func memStartProc(t *testing.T, dir, argv0 string, fileMiB int) int {
 	if err != nil || line != "ready\n" {
 		t.Fatalf("helper shell: %q, %v", line, err)
 	}
+	// "ready" comes before the exec: wait until the process shows argv0,
+	// which tells a sandbox (/pause) apart.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", cmd.Process.Pid))
+		if first, _, _ := strings.Cut(string(b), "\x00"); first == argv0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("helper process %d never ran as %s: cmdline %q", cmd.Process.Pid, argv0, b)
+		}
+	}
 	return cmd.Process.Pid
 }
 
