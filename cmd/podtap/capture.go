@@ -183,6 +183,13 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 	if f.memEvery < 0 {
 		return usageErrorf("--mem-interval %s: want 0 or more", f.memEvery)
 	}
+	if f.memEvery == 0 {
+		for _, name := range []string{"mem-file", "mem-cgroup"} {
+			if fs.Changed(name) {
+				return usageErrorf("--%s records memory, which --mem-interval 0 turns off", name)
+			}
+		}
+	}
 	if f.snaplen > loader.MaxCapture {
 		return usageErrorf("--snaplen %d: at most %d (libpcap's limit)", f.snaplen, loader.MaxCapture)
 	}
@@ -249,7 +256,7 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 		return usageErrorf("-w %s is the file -r reads: give another output file", f.write)
 	}
 	if f.memFile != "" && f.memFile != "-" && f.write != "" && f.write != "-" && sameFile(f.memFile, f.write) {
-		return usageErrorf("--mem-file %s is the capture file -w writes: give another file", f.memFile)
+		return usageErrorf("--mem-file %s is where -w writes the packets: give another file", f.memFile)
 	}
 	if f.memFile == "-" && (f.write == "" || f.write == "-") {
 		return usageErrorf("--mem-file -: standard output carries the packets; give a file name, or -w FILE")
@@ -332,16 +339,31 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 		}
 		targets = []*target.Target{t}
 	}
+	// The memory file first: a mistake in it must not cost the -w file.
+	var memLog *memLog
+	if f.memEvery > 0 {
+		if memLog, err = openMemLog(memFileFor(f), stdout); err != nil {
+			return err
+		}
+	}
 	out, err := openOutput(f.write, stdout)
 	if err != nil {
+		memLog.close()
 		return err
+	}
+	if memLog.sameAs(out) {
+		memLog.close()
+		if out.file != nil {
+			out.file.Close()
+		}
+		return usageErrorf("--mem-file %s is where -w writes the packets: give another file", f.memFile)
 	}
 
 	// A reader that goes away (wireshark closed) must not kill podtap
 	// before it detaches: take SIGPIPE as an error from write instead.
 	signal.Ignore(syscall.SIGPIPE)
 
-	c := &capture{flags: f, prog: prog, mode: mode, variant: variant, out: out, stderr: stderr}
+	c := &capture{flags: f, prog: prog, mode: mode, variant: variant, out: out, memLog: memLog, stderr: stderr}
 	return c.run(ctx, targets, events)
 }
 

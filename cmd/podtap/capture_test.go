@@ -135,7 +135,7 @@ func TestOutputFileSafety(t *testing.T) {
 		{[]string{"capture", "-r", in, "-w", in}, 2, "is the file -r reads"},
 		{[]string{"capture", "-r", keep, "-w", filepath.Join(dir, ".", "keep.pcap")}, 2, "is the file -r reads"},
 		// The memory file names the capture file, or stdout twice.
-		{[]string{"capture", "-i", "lo", "-w", keep, "--mem-file", keep}, 2, "is the capture file -w writes"},
+		{[]string{"capture", "-i", "lo", "-w", keep, "--mem-file", keep}, 2, "is where -w writes the packets"},
 		{[]string{"capture", "-i", "lo", "-w", "-", "--mem-file", "-"}, 2, "standard output carries the packets"},
 	} {
 		code, _, stderr := memRun(tc.args...)
@@ -251,5 +251,59 @@ func TestFilterTakenAsPod(t *testing.T) {
 	code, _, stderr = memRun("capture", "web-7d9c", "-w", filepath.Join(t.TempDir(), "x.pcap"))
 	if code != 1 || strings.Contains(stderr, "taken as a POD") {
 		t.Errorf("a pod name: exit %d, %q; want the Kubernetes error alone", code, stderr)
+	}
+}
+
+// TestMemFileSafety: the memory file is checked before the capture file is
+// touched, may not be the capture file by another name, and needs memory
+// sampling to be on.
+func TestMemFileSafety(t *testing.T) {
+	requireRoot(t)
+	dir := t.TempDir()
+	keep := filepath.Join(dir, "keep.pcap")
+	writePcap(t, keep, 2)
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink("fresh.pcap", link); err != nil {
+		t.Fatal(err)
+	}
+	hard := filepath.Join(dir, "hard")
+	if err := os.Link(keep, hard); err != nil {
+		t.Fatal(err)
+	}
+	live := []string{"capture", "-i", "lo", "--duration", "100ms", "--mem-cgroup", "/sys/fs/cgroup/memory"}
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"-w", keep, "--mem-file", filepath.Join(dir, "nodir", "m.jsonl")}, 1, "create memory file"},
+		{[]string{"-w", keep, "--mem-file", dir}, 1, "create memory file"},
+		{[]string{"-w", filepath.Join(dir, "fresh.pcap"), "--mem-file", link}, 2, "is where -w writes the packets"},
+		{[]string{"-w", keep, "--mem-file", hard}, 2, "is where -w writes the packets"},
+		{[]string{"-w", keep, "--mem-interval", "0", "--mem-file", "m.jsonl"}, 2, "--mem-file records memory, which --mem-interval 0 turns off"},
+		{[]string{"-w", keep, "--mem-interval", "0", "--mem-cgroup", "/x"}, 2, "--mem-cgroup records memory"},
+	} {
+		code, _, stderr := memRun(append(append([]string(nil), live...), tc.args...)...)
+		if code != tc.code || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%q: exit %d, %q; want exit %d and %q", tc.args, code, stderr, tc.code, tc.want)
+		}
+		if tc.code == 1 {
+			if n := countPcap(t, keep); n != 2 {
+				t.Errorf("%q: keep.pcap has %d packets, want its 2", tc.args, n)
+			}
+		}
+	}
+	// A --mem-cgroup that is no cgroup is refused before -w is touched.
+	code, _, stderr := memRun("capture", "-i", "lo", "--duration", "100ms", "-w", keep, "--mem-cgroup", filepath.Join(dir, "nocgroup"))
+	if code != 1 || !strings.Contains(stderr, "--mem-cgroup") {
+		t.Errorf("--mem-cgroup that does not exist: exit %d, %q", code, stderr)
+	}
+	if n := countPcap(t, keep); n != 2 {
+		t.Errorf("keep.pcap has %d packets after a bad --mem-cgroup, want its 2", n)
+	}
+	// --mem-file - writes the samples to standard output.
+	code, stdout, stderr := memRun("capture", "-i", "lo", "--duration", "1200ms", "--mem-interval", "500ms", "--mem-cgroup", "/sys/fs/cgroup/memory", "-w", filepath.Join(dir, "s.pcap"), "--mem-file", "-")
+	if code != 0 || !strings.Contains(stdout, `"working_set_bytes"`) || !strings.Contains(stderr, "in standard output") {
+		t.Errorf("--mem-file -: exit %d, stdout %.200q, stderr %q", code, stdout, stderr)
 	}
 }

@@ -35,8 +35,10 @@ type memRecorder struct {
 
 // memLog is the JSON-lines side file; nil writes nothing.
 type memLog struct {
-	f *os.File
-	w *bufio.Writer
+	name string   // for the summary
+	f    *os.File // nil for standard output
+	w    *bufio.Writer
+	out  io.Writer // under w
 }
 
 // memSampleJSON is one line of the side file.
@@ -55,6 +57,9 @@ type memSampleJSON struct {
 func memCgroupFor(f *captureFlags) (string, error) {
 	switch {
 	case f.memCgroup != "":
+		if _, err := mem.Read(f.memCgroup); err != nil {
+			return "", err
+		}
 		return f.memCgroup, nil
 	case f.pid > 0:
 		return mem.CgroupOfPID(f.pid)
@@ -101,13 +106,13 @@ func openMemLog(path string, stdout io.Writer) (*memLog, error) {
 	case "":
 		return nil, nil
 	case "-":
-		return &memLog{w: bufio.NewWriter(stdout)}, nil
+		return &memLog{name: "standard output", w: bufio.NewWriter(stdout), out: stdout}, nil
 	}
 	f, _, err := createPrivate(path)
 	if err != nil {
 		return nil, fmt.Errorf("create memory file: %w", err)
 	}
-	return &memLog{f: f, w: bufio.NewWriter(f)}, nil
+	return &memLog{name: path, f: f, w: bufio.NewWriter(f), out: f}, nil
 }
 
 func (l *memLog) write(v any) {
@@ -195,11 +200,42 @@ func (m *memRecorder) summary(w io.Writer, log *memLog) {
 		fmt.Fprintf(w, "podtap: memory of %s (%s): working set min %s, max %s, last %s (kubectl top %s), %d samples",
 			m.target, m.dir, mem.Human(m.min), mem.Human(m.max), mem.Human(m.last.WorkingSet), mem.KubectlTop(m.last.WorkingSet), m.samples)
 		if log != nil {
-			fmt.Fprintf(w, " in %s", log.f.Name())
+			fmt.Fprintf(w, " in %s", log.name)
 		}
 		fmt.Fprintln(w)
 	}
 	if m.failed != nil {
 		fmt.Fprintf(w, "podtap: memory sampling of %s stopped: %v\n", m.target, m.failed)
 	}
+}
+
+// memFileFor is where memory samples go: --mem-file, else beside a -w
+// file that is (or will be) a regular file, else nowhere.
+func memFileFor(f *captureFlags) string {
+	if f.memFile != "" || f.write == "" || f.write == "-" {
+		return f.memFile
+	}
+	if fi, err := os.Stat(f.write); err == nil && !fi.Mode().IsRegular() {
+		return "" // not beside -w /dev/null
+	}
+	return sideFileFor(f.write)
+}
+
+// sameAs reports whether the memory log writes where the packets go: the
+// same file by another name (a link, /dev/stdout).
+func (l *memLog) sameAs(o *output) bool {
+	if l == nil {
+		return false
+	}
+	a, erra := statOf(l.out)
+	b, errb := statOf(o.w)
+	return erra == nil && errb == nil && os.SameFile(a, b)
+}
+
+func statOf(w io.Writer) (os.FileInfo, error) {
+	f, ok := w.(*os.File)
+	if !ok {
+		return nil, errors.New("not a file")
+	}
+	return f.Stat()
 }

@@ -121,20 +121,11 @@ func (c *capture) run(ctx context.Context, targets []*target.Target, events <-ch
 			}
 		}
 	}()
-	if c.flags.memEvery > 0 {
-		side := c.flags.memFile
-		if side == "" && c.out.regular {
-			side = sideFileFor(c.out.name) // not beside -w /dev/null
+	defer func() {
+		if merr := c.memLog.close(); merr != nil && err == nil {
+			err = merr
 		}
-		if c.memLog, err = openMemLog(side, c.out.stdout); err != nil {
-			return err
-		}
-		defer func() {
-			if merr := c.memLog.close(); merr != nil && err == nil {
-				err = merr
-			}
-		}()
-	}
+	}()
 
 	c.start = time.Now()
 	c.points = map[uint32]*point{}
