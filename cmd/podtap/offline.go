@@ -65,6 +65,12 @@ func asEthernet(lt layers.LinkType, data []byte) ([]byte, bool) {
 		}
 		copy(hdr[12:], data[14:16]) // its protocol field is an EtherType
 		return append(hdr, data[16:]...), true
+	case layers.LinkTypeLinuxSLL2: // tcpdump -i any writes it since 4.99
+		if len(data) < 20 {
+			return nil, false
+		}
+		copy(hdr[12:], data[0:2]) // its protocol type is an EtherType
+		return append(hdr, data[20:]...), true
 	}
 	if len(data) < 1 {
 		return nil, false
@@ -84,10 +90,10 @@ func frameOffset(path string, lt layers.LinkType) (uint32, error) {
 	switch lt {
 	case layers.LinkTypeEthernet:
 		return 0, nil
-	case layers.LinkTypeRaw, layers.LinkTypeIPv4, layers.LinkTypeIPv6, layers.LinkTypeLinuxSLL:
+	case layers.LinkTypeRaw, layers.LinkTypeIPv4, layers.LinkTypeIPv6, layers.LinkTypeLinuxSLL, layers.LinkTypeLinuxSLL2:
 		return 14, nil
 	}
-	return 0, fmt.Errorf("%s: link type %s; podtap reads Ethernet, raw IP and Linux cooked captures", path, lt)
+	return 0, fmt.Errorf("%s: link type %s; podtap reads Ethernet, raw IP and Linux cooked (v1 and v2) captures", path, lt)
 }
 
 // offlineStats count what happened to the packets of a file.
@@ -147,7 +153,7 @@ func (c *capture) runOffline(path string, src packetSource, frameOff uint32) (er
 			// Like tcpdump: what came before is filtered and written, and
 			// the damage is an error.
 			if errors.Is(err, io.ErrUnexpectedEOF) {
-				err = errors.New("the file ends in the middle of a packet")
+				err = errors.New("a packet or block is cut short: the file ends there, or a length in it is wrong")
 			}
 			readErr = fmt.Errorf("read %s after packet %d: %w; the packets before it are filtered and written", path, st.read, err)
 			break
