@@ -204,7 +204,8 @@ func TestTargetVanishes(t *testing.T) {
 			if o := p.output(); !strings.Contains(o, "interface "+pod.HostIf+" is gone") || !strings.Contains(o, "packets seen") {
 				t.Errorf("stderr:\n%s\nwant the summary and a line saying the interface is gone", o)
 			}
-			if n := len(tsharkFields(t, out, "tcp.port == 8080")); n == 0 {
+			// Read in Go: the kernels of hack/vm have no tshark.
+			if n := len(readCapture(t, out)); n == 0 {
 				t.Errorf("%s holds none of the packets before the interface went", out)
 			}
 			if _, err := os.Stat(marker); err == nil {
