@@ -256,7 +256,7 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 		return usageErrorf("-w %s is the file -r reads: give another output file", f.write)
 	}
 	if f.memFile != "" && f.memFile != "-" && f.write != "" && f.write != "-" && sameFile(f.memFile, f.write) {
-		return usageErrorf("--mem-file %s is where -w writes the packets: give another file", f.memFile)
+		return memFileIsOutput(f.memFile) // before -w empties it
 	}
 	if f.memFile == "-" && (f.write == "" || f.write == "-") {
 		return usageErrorf("--mem-file -: standard output carries the packets; give a file name, or -w FILE")
@@ -356,7 +356,7 @@ func runCapture(args []string, stdout, stderr io.Writer) error {
 		if out.file != nil {
 			out.file.Close()
 		}
-		return usageErrorf("--mem-file %s is where -w writes the packets: give another file", f.memFile)
+		return memFileIsOutput(f.memFile) // by another name: a link, /dev/stdout
 	}
 
 	// A reader that goes away (wireshark closed) must not kill podtap
@@ -462,12 +462,10 @@ func (f *captureFlags) filterProgram(display string) (*filter.Program, error) {
 
 // output is where packets go.
 type output struct {
-	w       io.Writer
-	name    string // "-" for standard output
-	file    *os.File
-	regular bool // file is a regular file (not a device or FIFO)
-	pcapng  bool
-	stdout  io.Writer
+	w      io.Writer
+	name   string // "-" for standard output
+	file   *os.File
+	pcapng bool
 }
 
 func openOutput(path string, stdout io.Writer) (*output, error) {
@@ -477,7 +475,7 @@ func openOutput(path string, stdout io.Writer) (*output, error) {
 		}
 		path = "-"
 	}
-	o := &output{name: path, stdout: stdout}
+	o := &output{name: path}
 	if path == "-" {
 		if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 			return nil, usageErrorf("refusing to write binary pcap to a terminal: redirect it or pipe it to wireshark -k -i -")
@@ -486,11 +484,11 @@ func openOutput(path string, stdout io.Writer) (*output, error) {
 		return o, nil
 	}
 	o.pcapng = strings.EqualFold(filepath.Ext(path), ".pcapng")
-	f, regular, err := createPrivate(path)
+	f, err := createPrivate(path)
 	if err != nil {
 		return nil, fmt.Errorf("create capture file: %w", err)
 	}
-	o.w, o.file, o.regular = f, f, regular
+	o.w, o.file = f, f
 	return o, nil
 }
 
@@ -498,21 +496,24 @@ func openOutput(path string, stdout io.Writer) (*output, error) {
 // left with mode 0600, also one that existed (O_TRUNC keeps a mode, and
 // captures can hold secrets); a device or FIFO (-w /dev/null) is written
 // as it is, its mode untouched.
-func createPrivate(path string) (f *os.File, regular bool, err error) {
-	f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+func createPrivate(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	fi, err := f.Stat()
 	if err == nil && fi.Mode().IsRegular() {
-		regular = true
 		err = f.Chmod(0o600)
 	}
 	if err != nil {
 		f.Close()
-		return nil, false, fmt.Errorf("restrict %s to its owner: %w", path, err)
+		return nil, fmt.Errorf("restrict %s to its owner: %w", path, err)
 	}
-	return f, regular, nil
+	return f, nil
+}
+
+func memFileIsOutput(name string) error {
+	return usageErrorf("--mem-file %s is where -w writes the packets: give another file", name)
 }
 
 // sameFile reports whether two paths name one file: the same inode when

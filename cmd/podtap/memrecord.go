@@ -108,7 +108,7 @@ func openMemLog(path string, stdout io.Writer) (*memLog, error) {
 	case "-":
 		return &memLog{name: "standard output", w: bufio.NewWriter(stdout), out: stdout}, nil
 	}
-	f, _, err := createPrivate(path)
+	f, err := createPrivate(path)
 	if err != nil {
 		return nil, fmt.Errorf("create memory file: %w", err)
 	}
